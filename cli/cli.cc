@@ -1,0 +1,142 @@
+#include "cli/cli.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+
+#include "cli/build_info.h"
+#include "common/gpu.h"
+
+namespace potluck {
+
+namespace {
+
+constexpr int kExitUsage = 1;
+constexpr int kExitNotAvailable = 3;
+
+// A subcommand whose implementation lands with a later issue.
+struct Planned {
+  const char* name;
+  const char* summary;
+  const char* issue;
+};
+
+int NotYetAvailable(const Planned& planned) {
+  std::cerr << "potluck " << planned.name << ": not yet available (" << planned.issue
+            << " builds it)\n";
+  return kExitNotAvailable;
+}
+
+int RunVersion(bool json) {
+  if (json) {
+    const nlohmann::json info = {
+        {"version", kPotluckVersion},      {"commit", kPotluckCommit},
+        {"build_type", kPotluckBuildType}, {"compiler", kPotluckCompiler},
+        {"with_torch", kPotluckWithTorch}, {"with_cuda", kPotluckWithCuda},
+        {"gpus", DescribeGpus()},
+    };
+    std::cout << info.dump(2) << "\n";
+  } else {
+    std::cout << VersionLine() << "\n" << kPotluckCompiler << "\n" << DescribeGpus() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string VersionLine() {
+  return absl::StrCat("potluck ", kPotluckVersion, " (commit ", kPotluckCommit, ", ",
+                      kPotluckBuildType, ", torch ", kPotluckWithTorch ? "on" : "off", ", cuda ",
+                      kPotluckWithCuda ? "on" : "off", ")");
+}
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{
+      "potluck pools volunteer GPUs and CPUs into one training run.\n"
+      "Run 'potluck COMMAND --help' for a command's options.",
+      "potluck"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", VersionLine());
+
+  // Subcommands that later issues implement. Their flags are declared where
+  // the interface is already decided, so --help shows what is coming.
+  const std::vector<Planned> planned = {
+      {"coordinator", "Run a coordinator: membership, shard ledger, checkpoints (gRPC)", "issue 5"},
+      {"worker", "Join a job as a worker and train", "issue 7"},
+      {"local", "Train a small GPT on this machine: embedded coordinator + N workers", "issue 7"},
+      {"job", "Submit, list, pause and cancel jobs on a coordinator", "issue 5"},
+      {"token", "Create and revoke join tokens for a job", "issue 5"},
+      {"ckpt", "List, show, verify, export and import checkpoints", "issue 3"},
+      {"data", "Prepare token shards from text files", "issue 6"},
+      {"bench", "Run potluck's benchmarks against same-run baselines", "issues 3, 4"},
+  };
+  std::vector<std::string> known = {"version"};
+  std::vector<CLI::App*> planned_commands;
+  for (const Planned& p : planned) {
+    planned_commands.push_back(app.add_subcommand(p.name, p.summary));
+    known.push_back(p.name);
+  }
+  CLI::App* version = app.add_subcommand("version", "Print the version and build configuration");
+  bool version_json = false;
+  version->add_flag("--json", version_json, "Machine-readable output");
+
+  // Flags already fixed by the design (see README and the issues).
+  int local_workers = 3;
+  int local_steps = 0;
+  std::string local_dir = "potluck-local";
+  CLI::App* local = planned_commands[2];
+  local->add_option("--workers", local_workers, "Worker processes to start")
+      ->check(CLI::Range(1, 64));
+  local->add_option("--steps", local_steps, "Optimizer steps (0 = the job's default)")
+      ->check(CLI::NonNegativeNumber);
+  local->add_option("--dir", local_dir, "State directory; run again with the same one to resume");
+  std::string worker_coordinator, worker_token, worker_state_dir, worker_backend = "tcp",
+                                                                  worker_device = "cpu";
+  CLI::App* worker = planned_commands[1];
+  worker->add_option("--coordinator", worker_coordinator, "Coordinator address, host:port");
+  worker->add_option("--token", worker_token, "Join token for the job");
+  worker->add_option("--state-dir", worker_state_dir, "Where the worker keeps its id and cache");
+  worker->add_option("--backend", worker_backend, "Collectives backend")
+      ->check(CLI::IsMember({"tcp", "mpi", "nccl"}));
+  worker->add_option("--device", worker_device, "cpu or cuda:N");
+
+  // CLI11 reports an unknown subcommand as an unexpected argument, and an
+  // unknown flag before the subcommand as a missing subcommand; name the
+  // offending word instead.
+  if (argc > 1) {
+    const absl::string_view first = argv[1];
+    const bool is_flag = first[0] == '-';
+    const bool known_flag = first == "-h" || first == "--help" || first == "--version";
+    const bool known_command = std::find(known.begin(), known.end(), first) != known.end();
+    if ((is_flag && !known_flag) || (!is_flag && !known_command)) {
+      std::cerr << "potluck: unknown " << (is_flag ? "option" : "command") << " '" << first << "'\n"
+                << "commands: " << absl::StrJoin(known, ", ") << "\n"
+                << "Run 'potluck --help' for more.\n";
+      return kExitUsage;
+    }
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    const int code = app.exit(error);
+    return code == 0 ? 0 : kExitUsage;
+  }
+
+  if (version->parsed()) return RunVersion(version_json);
+  for (size_t i = 0; i < planned.size(); ++i) {
+    if (planned_commands[i]->parsed()) return NotYetAvailable(planned[i]);
+  }
+  return kExitUsage;  // unreachable: require_subcommand(1)
+}
+
+}  // namespace potluck

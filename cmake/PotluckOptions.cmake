@@ -1,0 +1,44 @@
+# Build options and the INTERFACE targets that carry project-wide flags.
+#
+# potluck::warnings   -Wall -Wextra ... (-Werror when POTLUCK_WERROR); linked by
+#                     every project target, never by generated or third-party code.
+# potluck::sanitizers the flags for POTLUCK_SANITIZE; linked by every project target
+#                     so tests, libraries and the CLI are instrumented alike.
+
+option(POTLUCK_WERROR "Treat warnings in potluck's own code as errors" ON)
+set(POTLUCK_SANITIZE "" CACHE STRING "Sanitizer build: '' (none), 'address' (ASan+UBSan) or 'thread' (TSan)")
+set_property(CACHE POTLUCK_SANITIZE PROPERTY STRINGS "" address thread)
+
+# libtorch is optional: only worker/ model code uses it. AUTO = on where found.
+set(POTLUCK_WITH_TORCH AUTO CACHE STRING "Build the model code on libtorch: AUTO, ON or OFF")
+set_property(CACHE POTLUCK_WITH_TORCH PROPERTY STRINGS AUTO ON OFF)
+
+# CUDA/NCCL: on where the toolkit is installed (the GPU itself is only needed to run).
+set(POTLUCK_CUDA_ROOT /usr/local/cuda CACHE PATH "CUDA toolkit root (with NCCL)")
+if(EXISTS ${POTLUCK_CUDA_ROOT}/include/cuda_runtime.h)
+  set(_potluck_cuda_default ON)
+else()
+  set(_potluck_cuda_default OFF)
+endif()
+option(POTLUCK_WITH_CUDA "Build the CUDA/NCCL code (needs the CUDA toolkit with NCCL)" ${_potluck_cuda_default})
+
+add_library(potluck_warnings INTERFACE)
+add_library(potluck::warnings ALIAS potluck_warnings)
+target_compile_options(potluck_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wimplicit-fallthrough
+  -Wno-missing-field-initializers
+  $<$<BOOL:${POTLUCK_WERROR}>:-Werror>)
+
+add_library(potluck_sanitizers INTERFACE)
+add_library(potluck::sanitizers ALIAS potluck_sanitizers)
+if(POTLUCK_SANITIZE STREQUAL "address")
+  set(_san -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+elseif(POTLUCK_SANITIZE STREQUAL "thread")
+  set(_san -fsanitize=thread -fno-omit-frame-pointer)
+elseif(NOT POTLUCK_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "POTLUCK_SANITIZE must be '', 'address' or 'thread', not '${POTLUCK_SANITIZE}'")
+endif()
+if(_san)
+  target_compile_options(potluck_sanitizers INTERFACE ${_san})
+  target_link_options(potluck_sanitizers INTERFACE ${_san})
+endif()
