@@ -1,0 +1,129 @@
+#include "checkpoint/internal/format.h"
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+#include "common/checksum.h"
+
+namespace potluck::checkpoint_internal {
+
+namespace {
+
+std::string StepText(uint64_t step) { return absl::StrFormat("%020u", step); }
+
+void PutFixed32(std::string* out, uint32_t value) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+void PutFixed64(std::string* out, uint64_t value) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+uint64_t GetFixed(absl::string_view bytes, size_t offset, int width) {
+  uint64_t value = 0;
+  for (int i = 0; i < width; ++i) {
+    value |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[offset + i])) << (8 * i);
+  }
+  return value;
+}
+
+}  // namespace
+
+std::string ManifestKey(absl::string_view job_id, uint64_t step) {
+  return absl::StrCat(kManifestRoot, job_id, "/", StepText(step));
+}
+
+std::string ManifestPrefix(absl::string_view job_id) {
+  return absl::StrCat(kManifestRoot, job_id, "/");
+}
+
+std::string ChunkKey(absl::string_view job_id, uint64_t step, uint32_t entry, uint32_t chunk) {
+  return absl::StrCat("c/", job_id, "/", StepText(step),
+                      absl::StrFormat("/%06u/%010u", entry, chunk));
+}
+
+std::string ChunkRangeBegin(absl::string_view job_id, uint64_t step) {
+  return absl::StrCat("c/", job_id, "/", StepText(step), "/");
+}
+
+std::string ChunkRangeEnd(absl::string_view job_id, uint64_t step) {
+  // '0' sorts right after '/', so this bounds every key under ".../<step>/".
+  return absl::StrCat("c/", job_id, "/", StepText(step), "0");
+}
+
+std::string PendingKey(absl::string_view job_id, uint64_t step) {
+  return absl::StrCat(kPendingRoot, job_id, "/", StepText(step));
+}
+
+std::string RecordKey(absl::string_view key) { return absl::StrCat("r/", key); }
+
+bool ParseJobStepKey(absl::string_view key, absl::string_view root, std::string* job_id,
+                     uint64_t* step) {
+  if (key.substr(0, root.size()) != root) return false;
+  key.remove_prefix(root.size());
+  const size_t slash = key.rfind('/');
+  if (slash == absl::string_view::npos || slash == 0 || key.size() - slash - 1 != 20) return false;
+  if (!absl::SimpleAtoi(key.substr(slash + 1), step)) return false;
+  *job_id = std::string(key.substr(0, slash));
+  return true;
+}
+
+std::string EncodeManifest(const v1::CheckpointManifest& manifest) {
+  const std::string payload = manifest.SerializeAsString();
+  std::string frame;
+  frame.reserve(kManifestHeaderBytes + payload.size());
+  frame.append(kManifestMagic, 4);
+  PutFixed32(&frame, kFormatVersion);
+  PutFixed64(&frame, payload.size());
+  PutFixed64(&frame, Checksum64(payload));
+  frame.append(payload);
+  return frame;
+}
+
+absl::StatusOr<v1::CheckpointManifest> DecodeManifest(absl::string_view bytes,
+                                                      absl::string_view context) {
+  if (bytes.size() < kManifestHeaderBytes || bytes.substr(0, 4) != kManifestMagic) {
+    return absl::DataLossError(absl::StrCat(context, ": manifest frame is short or has no magic"));
+  }
+  const uint32_t version = static_cast<uint32_t>(GetFixed(bytes, 4, 4));
+  if (version > kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(context, ": manifest format version ",
+                                                      version, " is newer than this build (",
+                                                      kFormatVersion, ")"));
+  }
+  const uint64_t length = GetFixed(bytes, 8, 8);
+  const uint64_t checksum = GetFixed(bytes, 16, 8);
+  if (length > kMaxManifestBytes || length != bytes.size() - kManifestHeaderBytes) {
+    return absl::DataLossError(absl::StrCat(context, ": manifest length ", length,
+                                            " does not match its frame of ", bytes.size(),
+                                            " bytes"));
+  }
+  const absl::string_view payload = bytes.substr(kManifestHeaderBytes);
+  if (Checksum64(payload) != checksum) {
+    return absl::DataLossError(absl::StrCat(context, ": manifest checksum mismatch"));
+  }
+  v1::CheckpointManifest manifest;
+  if (!manifest.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return absl::DataLossError(absl::StrCat(context, ": manifest does not parse"));
+  }
+  return manifest;
+}
+
+absl::Status FromRocksDb(const rocksdb::Status& status, absl::string_view context) {
+  if (status.ok()) return absl::OkStatus();
+  const std::string message = absl::StrCat(context, ": ", status.ToString());
+  if (status.IsNotFound()) return absl::NotFoundError(message);
+  if (status.IsCorruption()) return absl::DataLossError(message);
+  if (status.IsNoSpace()) return absl::ResourceExhaustedError(message);
+  if (status.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  if (status.IsNotSupported()) return absl::UnimplementedError(message);
+  if (status.IsTimedOut()) return absl::DeadlineExceededError(message);
+  if (status.IsAborted()) return absl::AbortedError(message);
+  if (status.IsIOError() || status.IsBusy() || status.IsTryAgain()) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+}  // namespace potluck::checkpoint_internal
