@@ -7,6 +7,7 @@
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 #include "checkpoint/internal/format.h"
@@ -503,8 +504,12 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
   if (options.env != nullptr) db_options.env = options.env;
 
   rocksdb::DB* raw = nullptr;
-  RETURN_IF_ERROR(ci::FromRocksDb(rocksdb::DB::Open(db_options, dir, &raw),
-                                  absl::StrCat("opening checkpoint store ", dir)));
+  const rocksdb::Status opened = rocksdb::DB::Open(db_options, dir, &raw);
+  if (opened.IsIOError() && absl::StrContains(opened.ToString(), "lock")) {
+    return absl::UnavailableError(absl::StrCat(
+        "checkpoint store ", dir, " is in use by another process: ", opened.ToString()));
+  }
+  RETURN_IF_ERROR(ci::FromRocksDb(opened, absl::StrCat("opening checkpoint store ", dir)));
   auto db = std::make_unique<Database>(std::unique_ptr<rocksdb::DB>(raw), dir, options);
 
   rocksdb::PinnableSlice format;

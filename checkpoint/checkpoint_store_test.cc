@@ -1,6 +1,7 @@
 #include "checkpoint/checkpoint_store.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,7 +16,6 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include "checkpoint/internal/format.h"
 #include "rocksdb/db.h"

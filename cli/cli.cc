@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 
 #include "cli/build_info.h"
+#include "cli/ckpt_command.h"
 #include "common/gpu.h"
 
 namespace potluck {
@@ -75,7 +76,6 @@ int RunCli(int argc, char** argv) {
       {"local", "Train a small GPT on this machine: embedded coordinator + N workers", "issue 7"},
       {"job", "Submit, list, pause and cancel jobs on a coordinator", "issue 5"},
       {"token", "Create and revoke join tokens for a job", "issue 5"},
-      {"ckpt", "List, show, verify, export and import checkpoints", "issue 3"},
       {"data", "Prepare token shards from text files", "issue 6"},
       {"bench", "Run potluck's benchmarks against same-run baselines", "issues 3, 4"},
   };
@@ -85,6 +85,9 @@ int RunCli(int argc, char** argv) {
     planned_commands.push_back(app.add_subcommand(p.name, p.summary));
     known.push_back(p.name);
   }
+  int ckpt_exit_code = kExitUsage;
+  CLI::App* ckpt = AddCkptCommand(&app, &ckpt_exit_code);
+  known.push_back("ckpt");
   CLI::App* version = app.add_subcommand("version", "Print the version and build configuration");
   bool version_json = false;
   version->add_flag("--json", version_json, "Machine-readable output");
@@ -133,6 +136,7 @@ int RunCli(int argc, char** argv) {
   }
 
   if (version->parsed()) return RunVersion(version_json);
+  if (ckpt->parsed()) return ckpt_exit_code;
   for (size_t i = 0; i < planned.size(); ++i) {
     if (planned_commands[i]->parsed()) return NotYetAvailable(planned[i]);
   }

@@ -1,33 +1,15 @@
 // Runs the real build/bin/potluck as a user would and checks exit codes and
 // what it prints.
-#include <array>
-#include <cstdio>
 #include <string>
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
+
+#include "tests/run_potluck.h"
 
 namespace potluck {
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result RunPotluck(const std::string& args) {
-  const std::string command = std::string(POTLUCK_BINARY) + " " + args + " 2>&1";
-  Result result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    result.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+using Result = CommandResult;
 
 TEST(Cli, HelpListsEverySubcommand) {
   const Result result = RunPotluck("--help");
