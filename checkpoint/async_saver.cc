@@ -37,27 +37,23 @@ absl::Status AsyncCheckpointSaver::Start(absl::string_view job_id, uint64_t step
     collected_ = true;
     return Annotate(last_status_, "the previous checkpoint save failed");
   }
-  Pending& pending = pending_;
-  pending = Pending{};
-  pending.job_id = std::string(job_id);
-  pending.step = step;
-  if (buffers_.size() < tensors.size()) buffers_.resize(tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const TensorView& source = tensors[i].data;
-    std::vector<char>& buffer = buffers_[i];
-    buffer.resize(source.size_bytes());
-    if (source.size_bytes() > 0) std::memcpy(buffer.data(), source.data(), source.size_bytes());
-    pending.tensors.push_back({tensors[i].name,
-                               TensorView(buffer.data(), source.dtype(), source.count()),
-                               tensors[i].shape});
-  }
-  for (const BlobToSave& blob : blobs) pending.blob_bytes.emplace_back(blob.bytes);
+  pending_ = Pending{};
+  pending_.job_id = std::string(job_id);
+  pending_.step = step;
+  pending_.tensors.assign(tensors.begin(), tensors.end());
+  for (const BlobToSave& blob : blobs) pending_.blob_bytes.emplace_back(blob.bytes);
   for (size_t i = 0; i < blobs.size(); ++i) {
-    pending.blobs.push_back({blobs[i].name, pending.blob_bytes[i]});
+    pending_.blobs.push_back({blobs[i].name, pending_.blob_bytes[i]});
   }
-  pending.records.assign(records.begin(), records.end());
+  pending_.records.assign(records.begin(), records.end());
+  snapshot_taken_ = false;
   in_flight_ = true;
   return absl::OkStatus();
+}
+
+void AsyncCheckpointSaver::WaitForSnapshot() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&snapshot_taken_));
 }
 
 absl::Status AsyncCheckpointSaver::Wait() {
@@ -81,12 +77,21 @@ void AsyncCheckpointSaver::Run() {
              ABSL_NO_THREAD_SAFETY_ANALYSIS { return self->in_flight_ || self->stopping_; },
         this));
     if (!in_flight_) return;  // stopping with nothing left to save
-    // Start() does not touch pending_ or buffers_ while in_flight_, so the
-    // save can run without the lock.
-    const Pending& pending = pending_;
     mu_.Unlock();
-    const absl::Status status =
-        store_->Save(pending.job_id, pending.step, pending.tensors, pending.blobs, pending.records);
+    // The snapshot: copy the caller's tensors, then let the caller go on.
+    if (buffers_.size() < pending_.tensors.size()) buffers_.resize(pending_.tensors.size());
+    for (size_t i = 0; i < pending_.tensors.size(); ++i) {
+      TensorToSave& tensor = pending_.tensors[i];
+      std::vector<char>& buffer = buffers_[i];
+      buffer.resize(tensor.data.size_bytes());
+      if (!buffer.empty()) std::memcpy(buffer.data(), tensor.data.data(), buffer.size());
+      tensor.data = TensorView(buffer.data(), tensor.data.dtype(), tensor.data.count());
+    }
+    mu_.Lock();
+    snapshot_taken_ = true;
+    mu_.Unlock();
+    const absl::Status status = store_->Save(pending_.job_id, pending_.step, pending_.tensors,
+                                             pending_.blobs, pending_.records);
     mu_.Lock();
     last_status_ = status;
     collected_ = status.ok();

@@ -32,14 +32,17 @@ class AsyncSaverTest : public ::testing::Test {
   std::unique_ptr<CheckpointStore> store_;
 };
 
-TEST_F(AsyncSaverTest, SavesACopyTakenAtStart) {
+TEST_F(AsyncSaverTest, SavesTheStateAsItWasAtStart) {
   AsyncCheckpointSaver saver(store_.get());
   std::vector<float> weights(1 << 20, 1.0f);
+  std::string rng = "state-1";
   ASSERT_TRUE(saver
                   .Start("j", 1, {{"w", TensorView::Of(weights.data(), weights.size())}},
-                         {{"rng", "state-1"}}, {{"ledger", "L1"}})
+                         {{"rng", rng}}, {{"ledger", "L1"}})
                   .ok());
-  std::fill(weights.begin(), weights.end(), 2.0f);  // training goes on
+  rng = "state-2";  // blobs are copied by Start itself
+  saver.WaitForSnapshot();
+  std::fill(weights.begin(), weights.end(), 2.0f);  // the next optimizer step
   ASSERT_TRUE(saver.Wait().ok());
   EXPECT_FALSE(saver.InFlight());
   EXPECT_EQ(Load(1), std::vector<float>(1 << 20, 1.0f));
@@ -54,6 +57,7 @@ TEST_F(AsyncSaverTest, BackToBackStartsSaveEachInOrder) {
     std::fill(weights.begin(), weights.end(), static_cast<float>(step));
     ASSERT_TRUE(
         saver.Start("j", step, {{"w", TensorView::Of(weights.data(), weights.size())}}).ok());
+    saver.WaitForSnapshot();  // before changing the weights
   }
   ASSERT_TRUE(saver.Wait().ok());
   EXPECT_EQ(*store_->ListSteps("j"), (std::vector<uint64_t>{1, 2, 3, 4, 5}));

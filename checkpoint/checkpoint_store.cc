@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <limits>
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
@@ -14,6 +13,7 @@
 #include "common/checksum.h"
 #include "common/status.h"
 #include "rocksdb/db.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
 
@@ -21,33 +21,41 @@ namespace potluck {
 
 namespace checkpoint_internal {
 
-// The RocksDB instance and the one-writer-at-a-time slot.
+// The RocksDB instance holding manifests and records, the file system that
+// holds the data files (RocksDB's, so one injected Env covers both), and the
+// one-writer-at-a-time slot.
 class Database {
  public:
-  Database(std::unique_ptr<rocksdb::DB> db, std::string dir, CheckpointOptions options)
-      : db_(std::move(db)), dir_(std::move(dir)), options_(options) {}
+  Database(std::unique_ptr<rocksdb::DB> db, std::string dir, CheckpointOptions options,
+           std::shared_ptr<rocksdb::FileSystem> fs)
+      : db_(std::move(db)), dir_(std::move(dir)), options_(options), fs_(std::move(fs)) {}
 
   rocksdb::DB* db() { return db_.get(); }
-  const std::string& dir() const { return dir_; }
+  rocksdb::FileSystem* fs() { return fs_.get(); }
   const CheckpointOptions& options() const { return options_; }
+
+  std::string JobDataDir(absl::string_view job_id) const {
+    return absl::StrCat(dir_, "/", kDataDir, "/", job_id);
+  }
+  std::string DataPath(absl::string_view job_id, uint64_t step) const {
+    return absl::StrCat(JobDataDir(job_id), "/", DataFileName(step));
+  }
 
   bool AcquireWriter() { return !writer_active_.exchange(true); }
   void ReleaseWriter() { writer_active_ = false; }
 
-  absl::Status Write(rocksdb::WriteBatch* batch, bool sync, bool wal, absl::string_view context) {
+  absl::Status Write(rocksdb::WriteBatch* batch, bool sync, absl::string_view context) {
     rocksdb::WriteOptions write_options;
     write_options.sync = sync;
-    write_options.disableWAL = !wal;
     return FromRocksDb(db_->Write(write_options, batch), context);
   }
 
   // Reads one key; kNotFound if absent.
   absl::Status Get(const rocksdb::Snapshot* snapshot, absl::string_view key,
-                   rocksdb::PinnableSlice* value, bool fill_cache, absl::string_view context) {
+                   rocksdb::PinnableSlice* value, absl::string_view context) {
     rocksdb::ReadOptions read_options;
     read_options.snapshot = snapshot;
     read_options.verify_checksums = true;
-    read_options.fill_cache = fill_cache;
     return FromRocksDb(db_->Get(read_options, db_->DefaultColumnFamily(),
                                 rocksdb::Slice(key.data(), key.size()), value),
                        context);
@@ -67,18 +75,21 @@ class Database {
     return FromRocksDb(it->status(), absl::StrCat("scanning ", prefix));
   }
 
-  // Compacts [begin, end) so the space of deleted chunks goes back to the disk.
-  absl::Status Reclaim(const std::string& begin, const std::string& end) {
-    rocksdb::CompactRangeOptions compact;
-    compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-    const rocksdb::Slice begin_slice(begin), end_slice(end);
-    return FromRocksDb(db_->CompactRange(compact, &begin_slice, &end_slice), "reclaiming space");
+  // Makes a directory's entries (a new or deleted data file) durable.
+  absl::Status SyncDir(const std::string& path) {
+    std::unique_ptr<rocksdb::FSDirectory> dir;
+    RETURN_IF_ERROR(FromRocksDb(fs_->NewDirectory(path, rocksdb::IOOptions(), &dir, nullptr),
+                                absl::StrCat("opening ", path)));
+    return FromRocksDb(
+        dir->FsyncWithDirOptions(rocksdb::IOOptions(), nullptr, rocksdb::DirFsyncOptions()),
+        absl::StrCat("syncing ", path));
   }
 
  private:
   std::unique_ptr<rocksdb::DB> db_;
   const std::string dir_;
   const CheckpointOptions options_;
+  const std::shared_ptr<rocksdb::FileSystem> fs_;
   std::atomic<bool> writer_active_{false};
 };
 
@@ -91,7 +102,6 @@ namespace {
 
 constexpr uint64_t kMaxEntryBytes = uint64_t{1} << 50;
 constexpr size_t kMaxNameBytes = 1024;
-constexpr size_t kBatchBytes = 16 << 20;
 
 std::string Where(absl::string_view job_id, uint64_t step) {
   return absl::StrCat("checkpoint ", job_id, "@", step);
@@ -110,8 +120,9 @@ EntryInfo ToEntryInfo(const v1::ManifestEntry& entry) {
 }
 
 // Checks that a manifest read from disk describes a consistent checkpoint
-// before anything trusts its sizes.
+// before anything trusts its sizes and offsets.
 absl::Status ValidateManifest(const v1::CheckpointManifest& manifest, absl::string_view where) {
+  uint64_t offset = ci::kDataHeaderBytes;
   for (const v1::ManifestEntry& entry : manifest.entries()) {
     if (entry.dtype() > 255 || !IsValidDType(static_cast<uint8_t>(entry.dtype()))) {
       return absl::DataLossError(
@@ -124,42 +135,53 @@ absl::Status ValidateManifest(const v1::CheckpointManifest& manifest, absl::stri
             ? chunks == 0
             : chunk_bytes > 0 && chunks == (entry.size_bytes() + chunk_bytes - 1) / chunk_bytes;
     if (!chunks_fit || entry.size_bytes() > kMaxEntryBytes ||
-        entry.size_bytes() % DTypeSize(static_cast<DType>(entry.dtype())) != 0) {
+        entry.size_bytes() % DTypeSize(static_cast<DType>(entry.dtype())) != 0 ||
+        entry.data_offset() != offset) {
       return absl::DataLossError(
-          absl::StrCat(where, ": entry '", entry.name(), "' has inconsistent sizes"));
+          absl::StrCat(where, ": entry '", entry.name(), "' has inconsistent sizes or offsets"));
     }
+    offset += entry.size_bytes();
+  }
+  if (offset != manifest.data_file_bytes()) {
+    return absl::DataLossError(absl::StrCat(
+        where, ": entries take ", offset, " bytes of a data file of ", manifest.data_file_bytes()));
   }
   return absl::OkStatus();
 }
 
+// Writes the data file straight from the caller's buffers (whole chunks are
+// never staged), then commits the manifest in RocksDB.
 class WriterImpl final : public CheckpointWriter {
  public:
-  WriterImpl(Database* db, std::string job_id, uint64_t step)
-      : db_(db), job_id_(std::move(job_id)), step_(step), where_(Where(job_id_, step)) {
+  WriterImpl(Database* db, std::string job_id, uint64_t step,
+             std::unique_ptr<rocksdb::FSWritableFile> file)
+      : db_(db),
+        job_id_(std::move(job_id)),
+        step_(step),
+        where_(Where(job_id_, step)),
+        path_(db->DataPath(job_id_, step)),
+        file_(std::move(file)) {
     manifest_.set_format_version(ci::kFormatVersion);
     manifest_.set_job_id(job_id_);
     manifest_.set_step(step_);
+    manifest_.set_data_file_bytes(ci::kDataHeaderBytes);
   }
 
   ~WriterImpl() override {
     if (!committed_) {
-      // Best effort: Open removes the leftovers if this fails or never runs.
-      rocksdb::WriteBatch cleanup;
-      cleanup.DeleteRange(ci::ChunkRangeBegin(job_id_, step_), ci::ChunkRangeEnd(job_id_, step_));
-      cleanup.Delete(ci::PendingKey(job_id_, step_));
-      db_->Write(&cleanup, /*sync=*/false, /*wal=*/true, where_).IgnoreError();
+      // Best effort: Open removes the file if this fails or never runs.
+      if (file_ != nullptr) file_->Close(rocksdb::IOOptions(), nullptr).PermitUncheckedError();
+      db_->fs()->DeleteFile(path_, rocksdb::IOOptions(), nullptr).PermitUncheckedError();
     }
     db_->ReleaseWriter();
   }
 
+  absl::Status WriteHeader() { return Remember(FileWrite(ci::DataFileHeader(step_))); }
+
   absl::Status BeginEntry(absl::string_view name, EntryKind kind, DType dtype,
                           std::vector<int64_t> shape) override {
     RETURN_IF_ERROR(CheckUsable());
-    if (current_ != nullptr && written_ < current_->size_bytes()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(where_, ": entry '", current_->name(), "' is missing ",
-                       current_->size_bytes() - written_, " bytes"));
-    }
+    RETURN_IF_ERROR(CheckEntryComplete());
     if (name.empty() || name.size() > kMaxNameBytes) {
       return absl::InvalidArgumentError(
           absl::StrCat(where_, ": entry names must be 1 to ", kMaxNameBytes, " bytes"));
@@ -186,7 +208,9 @@ class WriterImpl final : public CheckpointWriter {
     for (int64_t dim : shape) current_->add_shape(dim);
     current_->set_size_bytes(size_bytes);
     current_->set_chunk_bytes(db_->options().chunk_bytes);
+    current_->set_data_offset(manifest_.data_file_bytes());
     manifest_.set_total_bytes(manifest_.total_bytes() + size_bytes);
+    manifest_.set_data_file_bytes(manifest_.data_file_bytes() + size_bytes);
     written_ = 0;
     chunk_.clear();
     return absl::OkStatus();
@@ -201,38 +225,42 @@ class WriterImpl final : public CheckpointWriter {
                                            : absl::StrCat("'", current_->name(), "'")));
     }
     const char* bytes = static_cast<const char*>(data);
-    const uint32_t chunk_bytes = current_->chunk_bytes();
     while (size_bytes > 0) {
-      const size_t take = std::min<size_t>(size_bytes, chunk_bytes - chunk_.size());
-      chunk_.append(bytes, take);
+      // The current chunk ends at a multiple of chunk_bytes or at the entry's end.
+      const uint64_t chunk_start = written_ - chunk_.size();
+      const uint64_t chunk_size =
+          std::min<uint64_t>(current_->chunk_bytes(), current_->size_bytes() - chunk_start);
+      const size_t take = std::min<size_t>(size_bytes, chunk_size - chunk_.size());
+      if (chunk_.empty() && take == chunk_size) {
+        RETURN_IF_ERROR(Remember(EmitChunk(absl::string_view(bytes, take))));
+      } else {
+        chunk_.append(bytes, take);
+        if (chunk_.size() == chunk_size) {
+          RETURN_IF_ERROR(Remember(EmitChunk(chunk_)));
+          chunk_.clear();
+        }
+      }
+      written_ += take;
       bytes += take;
       size_bytes -= take;
-      written_ += take;
-      if (chunk_.size() == chunk_bytes || written_ == current_->size_bytes()) {
-        RETURN_IF_ERROR(Remember(EmitChunk()));
-      }
     }
     return absl::OkStatus();
   }
 
   absl::Status Commit(absl::Span<const Record> records) override {
     RETURN_IF_ERROR(CheckUsable());
-    if (current_ != nullptr && written_ < current_->size_bytes()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(where_, ": entry '", current_->name(), "' is missing ",
-                       current_->size_bytes() - written_, " bytes"));
-    }
-    RETURN_IF_ERROR(Remember(WriteChunks()));
-    // Chunks were written without the WAL: flushing makes them durable before
-    // the manifest that points at them.
-    rocksdb::FlushOptions flush;
-    flush.wait = true;
-    RETURN_IF_ERROR(Remember(
-        ci::FromRocksDb(db_->db()->Flush(flush), absl::StrCat(where_, ": flushing chunks"))));
+    RETURN_IF_ERROR(CheckEntryComplete());
+    // The data file is durable (contents and directory entry) before the
+    // manifest that points at it is written.
+    RETURN_IF_ERROR(Remember(ci::FromRocksDb(file_->Sync(rocksdb::IOOptions(), nullptr),
+                                             absl::StrCat(where_, ": syncing ", path_))));
+    RETURN_IF_ERROR(Remember(ci::FromRocksDb(file_->Close(rocksdb::IOOptions(), nullptr),
+                                             absl::StrCat(where_, ": closing ", path_))));
+    file_.reset();
+    RETURN_IF_ERROR(Remember(db_->SyncDir(db_->JobDataDir(job_id_))));
     manifest_.set_created_unix_micros(absl::ToUnixMicros(absl::Now()));
     rocksdb::WriteBatch commit;
     commit.Put(ci::ManifestKey(job_id_, step_), ci::EncodeManifest(manifest_));
-    commit.Delete(ci::PendingKey(job_id_, step_));
     for (const Record& record : records) {
       if (record.value.has_value()) {
         commit.Put(ci::RecordKey(record.key), *record.value);
@@ -240,84 +268,87 @@ class WriterImpl final : public CheckpointWriter {
         commit.Delete(ci::RecordKey(record.key));
       }
     }
-    RETURN_IF_ERROR(Remember(
-        db_->Write(&commit, /*sync=*/true, /*wal=*/true, absl::StrCat(where_, ": committing"))));
+    RETURN_IF_ERROR(
+        Remember(db_->Write(&commit, /*sync=*/true, absl::StrCat(where_, ": committing"))));
     committed_ = true;
     return absl::OkStatus();
   }
 
  private:
   absl::Status CheckUsable() const {
-    if (committed_)
+    if (committed_) {
       return absl::FailedPreconditionError(absl::StrCat(where_, ": already committed"));
-    if (!failed_.ok()) return failed_;
+    }
+    return failed_;
+  }
+
+  absl::Status CheckEntryComplete() const {
+    if (current_ != nullptr && written_ < current_->size_bytes()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(where_, ": entry '", current_->name(), "' is missing ",
+                       current_->size_bytes() - written_, " bytes"));
+    }
     return absl::OkStatus();
   }
 
-  // A writer that failed once stays failed: its chunks may be half written.
+  // A writer that failed once stays failed: its file may be half written.
   absl::Status Remember(absl::Status status) {
     if (!status.ok() && failed_.ok()) failed_ = status;
     return status;
   }
 
-  absl::Status EmitChunk() {
-    const uint32_t index = static_cast<uint32_t>(current_->chunk_checksums_size());
-    current_->add_chunk_checksums(Checksum64(chunk_));
-    batch_.Put(ci::ChunkKey(job_id_, step_, manifest_.entries_size() - 1, index), chunk_);
-    batch_bytes_ += chunk_.size();
-    chunk_.clear();
-    if (batch_bytes_ >= kBatchBytes) return WriteChunks();
-    return absl::OkStatus();
+  absl::Status EmitChunk(absl::string_view chunk) {
+    current_->add_chunk_checksums(Checksum64(chunk));
+    return FileWrite(chunk);
   }
 
-  absl::Status WriteChunks() {
-    if (batch_.Count() == 0) return absl::OkStatus();
-    absl::Status status = db_->Write(&batch_, /*sync=*/false, /*wal=*/false,
-                                     absl::StrCat(where_, ": writing chunks"));
-    batch_.Clear();
-    batch_bytes_ = 0;
-    return status;
+  absl::Status FileWrite(absl::string_view bytes) {
+    return ci::FromRocksDb(
+        file_->Append(rocksdb::Slice(bytes.data(), bytes.size()), rocksdb::IOOptions(), nullptr),
+        absl::StrCat(where_, ": writing ", path_));
   }
 
   Database* const db_;  // not owned; the store outlives its writers
   const std::string job_id_;
   const uint64_t step_;
   const std::string where_;
+  const std::string path_;
+  std::unique_ptr<rocksdb::FSWritableFile> file_;  // null once committed
   v1::CheckpointManifest manifest_;
   v1::ManifestEntry* current_ = nullptr;  // points into manifest_
   uint64_t written_ = 0;                  // bytes of current_ received so far
-  std::string chunk_;
-  rocksdb::WriteBatch batch_;
-  size_t batch_bytes_ = 0;
+  std::string chunk_;                     // a partial chunk, staged
   absl::flat_hash_set<std::string> names_;
   bool committed_ = false;
   absl::Status failed_;
 };
 
+// Reads from the data file it opened with the checkpoint: the open file stays
+// readable even if retention deletes the checkpoint meanwhile.
 class ReaderImpl final : public CheckpointReader {
  public:
-  ReaderImpl(Database* db, const rocksdb::Snapshot* snapshot, CheckpointInfo info)
-      : db_(db),
-        snapshot_(snapshot),
-        info_(std::move(info)),
+  ReaderImpl(CheckpointInfo info, v1::CheckpointManifest manifest,
+             std::unique_ptr<rocksdb::FSRandomAccessFile> file)
+      : info_(std::move(info)),
+        manifest_(std::move(manifest)),
+        file_(std::move(file)),
         where_(Where(info_.job_id, info_.step)) {}
-  ~ReaderImpl() override { db_->db()->ReleaseSnapshot(snapshot_); }
 
   const CheckpointInfo& info() const override { return info_; }
 
   absl::StatusOr<std::string> ReadChunk(absl::string_view name, uint32_t chunk) override {
-    ASSIGN_OR_RETURN(const size_t entry, FindEntry(name));
-    std::string out;
-    RETURN_IF_ERROR(VisitChunk(
-        entry, chunk, [&out](absl::string_view bytes) { out.assign(bytes.data(), bytes.size()); }));
+    ASSIGN_OR_RETURN(const size_t index, FindEntry(name));
+    RETURN_IF_ERROR(CheckChunkIndex(index, chunk));
+    std::string out(ChunkSize(index, chunk), '\0');
+    RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, out.data()));
     return out;
   }
 
   absl::Status ReadTensor(absl::string_view name, TensorView out) override {
-    ASSIGN_OR_RETURN(const size_t entry, FindEntry(name));
-    if (out.count() != info_.entries[entry].count()) {
+    ASSIGN_OR_RETURN(const size_t index, FindEntry(name));
+    if (out.count() != info_.entries[index].count()) {
       return absl::InvalidArgumentError(absl::StrCat(where_, ": '", name, "' has ",
-                                                     info_.entries[entry].count(),
+                                                     info_.entries[index].count(),
                                                      " elements, the buffer ", out.count()));
     }
     return ReadSlice(name, 0, out);
@@ -336,49 +367,48 @@ class ReaderImpl final : public CheckpointReader {
                                                 ") are outside '", name, "' (", entry.count(),
                                                 " elements)"));
     }
-    const uint64_t element = DTypeSize(entry.dtype);
-    uint64_t begin = offset * element;
+    const uint64_t begin = offset * DTypeSize(entry.dtype);
     const uint64_t end = begin + out.size_bytes();
     char* dest = static_cast<char*>(out.data());
-    while (begin < end) {
-      const uint32_t chunk = static_cast<uint32_t>(begin / entry.chunk_bytes);
+    std::string staging;
+    for (uint64_t position = begin; position < end;) {
+      const uint32_t chunk = static_cast<uint32_t>(position / entry.chunk_bytes);
       const uint64_t chunk_start = uint64_t{chunk} * entry.chunk_bytes;
-      uint64_t copied = 0;
-      RETURN_IF_ERROR(VisitChunk(index, chunk, [&](absl::string_view bytes) {
-        const uint64_t from = begin - chunk_start;
-        copied = std::min<uint64_t>(bytes.size() - from, end - begin);
-        std::memcpy(dest, bytes.data() + from, copied);
-      }));
-      dest += copied;
-      begin += copied;
+      const uint64_t chunk_size = ChunkSize(index, chunk);
+      const uint64_t take = std::min(chunk_start + chunk_size, end) - position;
+      if (take == chunk_size) {
+        // The whole chunk is wanted: read and verify it in place.
+        RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, dest + (position - begin)));
+      } else {
+        staging.resize(chunk_size);
+        RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, staging.data()));
+        std::memcpy(dest + (position - begin), staging.data() + (position - chunk_start), take);
+      }
+      position += take;
     }
     return absl::OkStatus();
   }
 
   absl::StatusOr<std::string> ReadBlob(absl::string_view name) override {
     ASSIGN_OR_RETURN(const size_t index, FindEntry(name));
-    const EntryInfo& entry = info_.entries[index];
-    std::string out;
-    out.reserve(entry.size_bytes);
-    for (uint32_t chunk = 0; chunk < entry.num_chunks; ++chunk) {
-      RETURN_IF_ERROR(VisitChunk(index, chunk, [&out](absl::string_view bytes) {
-        out.append(bytes.data(), bytes.size());
-      }));
+    std::string out(info_.entries[index].size_bytes, '\0');
+    for (uint32_t chunk = 0; chunk < info_.entries[index].num_chunks; ++chunk) {
+      RETURN_IF_ERROR(ReadVerifiedChunk(
+          index, chunk, out.data() + uint64_t{chunk} * info_.entries[index].chunk_bytes));
     }
     return out;
   }
 
   absl::Status Verify() override {
+    std::string buffer;
     for (size_t index = 0; index < info_.entries.size(); ++index) {
       for (uint32_t chunk = 0; chunk < info_.entries[index].num_chunks; ++chunk) {
-        RETURN_IF_ERROR(VisitChunk(index, chunk, [](absl::string_view) {}));
+        buffer.resize(ChunkSize(index, chunk));
+        RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, buffer.data()));
       }
     }
     return absl::OkStatus();
   }
-
-  // The manifest's checksums, kept beside info_ for verification.
-  std::vector<std::vector<uint64_t>> checksums;
 
  private:
   absl::StatusOr<size_t> FindEntry(absl::string_view name) const {
@@ -388,71 +418,94 @@ class ReaderImpl final : public CheckpointReader {
     return absl::NotFoundError(absl::StrCat(where_, " has no entry '", name, "'"));
   }
 
-  // Reads chunk `chunk` of entry `index`, checks its length and checksum,
-  // and hands its bytes to `use` (valid only during the call).
-  template <typename Use>
-  absl::Status VisitChunk(size_t index, uint32_t chunk, Use use) {
+  uint64_t ChunkSize(size_t index, uint32_t chunk) const {
     const EntryInfo& entry = info_.entries[index];
-    const std::string what =
-        absl::StrCat(where_, ": entry '", entry.name, "' chunk ", chunk, " of ", entry.num_chunks);
-    if (chunk >= entry.num_chunks)
-      return absl::OutOfRangeError(absl::StrCat(what, " is out of range"));
-    const uint64_t expected_bytes = std::min<uint64_t>(
-        entry.chunk_bytes, entry.size_bytes - uint64_t{chunk} * entry.chunk_bytes);
-    rocksdb::PinnableSlice value;
-    absl::Status status = db_->Get(
-        snapshot_, ci::ChunkKey(info_.job_id, info_.step, static_cast<uint32_t>(index), chunk),
-        &value, /*fill_cache=*/false, what);
-    if (absl::IsNotFound(status)) return absl::DataLossError(absl::StrCat(what, " is missing"));
-    if (!status.ok()) return absl::DataLossError(status.message());
-    if (value.size() != expected_bytes) {
-      return absl::DataLossError(
-          absl::StrCat(what, " has ", value.size(), " bytes, expected ", expected_bytes));
+    return std::min<uint64_t>(entry.chunk_bytes,
+                              entry.size_bytes - uint64_t{chunk} * entry.chunk_bytes);
+  }
+
+  absl::Status CheckChunkIndex(size_t index, uint32_t chunk) const {
+    if (chunk >= info_.entries[index].num_chunks) {
+      return absl::OutOfRangeError(
+          absl::StrCat(where_, ": entry '", info_.entries[index].name, "' has no chunk ", chunk));
     }
-    if (Checksum64(value.data(), value.size()) != checksums[index][chunk]) {
-      return absl::DataLossError(absl::StrCat(what, ": checksum mismatch"));
-    }
-    use(absl::string_view(value.data(), value.size()));
     return absl::OkStatus();
   }
 
-  Database* const db_;                       // not owned; the store outlives its readers
-  const rocksdb::Snapshot* const snapshot_;  // owned: released in the destructor
+  // Reads chunk `chunk` of entry `index` into `out` (ChunkSize bytes) and
+  // checks it against the manifest's checksum: kDataLoss, never wrong bytes.
+  absl::Status ReadVerifiedChunk(size_t index, uint32_t chunk, char* out) {
+    const EntryInfo& entry = info_.entries[index];
+    const std::string what =
+        absl::StrCat(where_, ": entry '", entry.name, "' chunk ", chunk, " of ", entry.num_chunks);
+    const uint64_t size = ChunkSize(index, chunk);
+    const uint64_t offset = manifest_.entries(static_cast<int>(index)).data_offset() +
+                            uint64_t{chunk} * entry.chunk_bytes;
+    rocksdb::Slice result;
+    const rocksdb::IOStatus read =
+        file_->Read(offset, size, rocksdb::IOOptions(), &result, out, nullptr);
+    if (!read.ok()) return absl::DataLossError(absl::StrCat(what, ": ", read.ToString()));
+    if (result.size() != size) {
+      return absl::DataLossError(
+          absl::StrCat(what, ": the data file ends after ", result.size(), " of ", size, " bytes"));
+    }
+    if (result.data() != out) std::memmove(out, result.data(), size);
+    const uint64_t expected =
+        manifest_.entries(static_cast<int>(index)).chunk_checksums(static_cast<int>(chunk));
+    if (Checksum64(out, size) != expected) {
+      return absl::DataLossError(absl::StrCat(what, ": checksum mismatch"));
+    }
+    return absl::OkStatus();
+  }
+
   const CheckpointInfo info_;
+  const v1::CheckpointManifest manifest_;
+  const std::unique_ptr<rocksdb::FSRandomAccessFile> file_;
   const std::string where_;
 };
 
+// Deletes a checkpoint: the manifest first (durably), so no reader can find a
+// checkpoint whose file is going; then the file. A crash in between leaves a
+// file without a manifest, which the next Open removes.
 absl::Status DeleteStep(Database* db, absl::string_view job_id, uint64_t step) {
   rocksdb::WriteBatch batch;
   batch.Delete(ci::ManifestKey(job_id, step));
-  batch.DeleteRange(ci::ChunkRangeBegin(job_id, step), ci::ChunkRangeEnd(job_id, step));
-  return db->Write(&batch, /*sync=*/true, /*wal=*/true,
-                   absl::StrCat("deleting ", Where(job_id, step)));
+  RETURN_IF_ERROR(db->Write(&batch, /*sync=*/true, absl::StrCat("deleting ", Where(job_id, step))));
+  const rocksdb::IOStatus deleted =
+      db->fs()->DeleteFile(db->DataPath(job_id, step), rocksdb::IOOptions(), nullptr);
+  if (!deleted.ok() && !deleted.IsNotFound()) {
+    return ci::FromRocksDb(deleted, absl::StrCat("deleting the data of ", Where(job_id, step)));
+  }
+  return absl::OkStatus();
 }
 
-// Removes what saves interrupted by a crash left behind: their pending marker
-// and any chunks they flushed. None of it was ever visible to readers.
-absl::Status RemoveInterruptedSaves(Database* db) {
-  std::vector<std::pair<std::string, uint64_t>> interrupted;
-  RETURN_IF_ERROR(db->Scan(ci::kPendingRoot, [&](absl::string_view key, absl::string_view) {
-    std::string job_id;
-    uint64_t step = 0;
-    if (ci::ParseJobStepKey(key, ci::kPendingRoot, &job_id, &step)) {
-      interrupted.emplace_back(std::move(job_id), step);
+// Removes the data files of saves that a crash interrupted (no manifest was
+// ever committed for them, so no reader saw them) and of deletions that a
+// crash cut short.
+absl::Status RemoveUncommittedData(Database* db, const std::string& data_root) {
+  std::vector<std::string> jobs;
+  const rocksdb::IOStatus listed =
+      db->fs()->GetChildren(data_root, rocksdb::IOOptions(), &jobs, nullptr);
+  if (listed.IsNotFound()) return absl::OkStatus();
+  RETURN_IF_ERROR(ci::FromRocksDb(listed, absl::StrCat("listing ", data_root)));
+  for (const std::string& job : jobs) {
+    if (!ValidateJobId(job).ok()) continue;
+    const std::string job_dir = db->JobDataDir(job);
+    std::vector<std::string> files;
+    if (!db->fs()->GetChildren(job_dir, rocksdb::IOOptions(), &files, nullptr).ok()) continue;
+    for (const std::string& file : files) {
+      uint64_t step = 0;
+      if (!ci::ParseDataFileName(file, &step)) continue;
+      rocksdb::PinnableSlice manifest;
+      const absl::Status found = db->Get(nullptr, ci::ManifestKey(job, step), &manifest, job_dir);
+      if (!absl::IsNotFound(found)) {
+        RETURN_IF_ERROR(found);
+        continue;
+      }
+      RETURN_IF_ERROR(ci::FromRocksDb(
+          db->fs()->DeleteFile(absl::StrCat(job_dir, "/", file), rocksdb::IOOptions(), nullptr),
+          absl::StrCat("removing uncommitted ", job_dir, "/", file)));
     }
-    return absl::OkStatus();
-  }));
-  for (const auto& [job_id, step] : interrupted) {
-    rocksdb::PinnableSlice manifest;
-    const absl::Status found = db->Get(nullptr, ci::ManifestKey(job_id, step), &manifest, true, "");
-    rocksdb::WriteBatch batch;
-    if (absl::IsNotFound(found)) {
-      batch.DeleteRange(ci::ChunkRangeBegin(job_id, step), ci::ChunkRangeEnd(job_id, step));
-    }
-    batch.Delete(ci::PendingKey(job_id, step));
-    RETURN_IF_ERROR(db->Write(&batch, /*sync=*/true, /*wal=*/true, "removing an interrupted save"));
-    RETURN_IF_ERROR(
-        db->Reclaim(ci::ChunkRangeBegin(job_id, step), ci::ChunkRangeEnd(job_id, step)));
   }
   return absl::OkStatus();
 }
@@ -488,16 +541,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   db_options.paranoid_checks = true;
-  // Chunks go to blob files; manifests and small tensors stay in the LSM tree.
-  db_options.enable_blob_files = true;
-  db_options.min_blob_size = 64 << 10;
-  db_options.blob_file_size = 256 << 20;
-  db_options.blob_compression_type = rocksdb::kNoCompression;
-  // Each save flushes its own blob files, and retention deletes whole
-  // checkpoints, so compaction frees whole blob files: no blob GC needed.
-  db_options.enable_blob_garbage_collection = false;
   db_options.write_buffer_size = options.write_buffer_bytes;
-  db_options.max_write_buffer_number = 3;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 2;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
@@ -510,10 +554,11 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
         "checkpoint store ", dir, " is in use by another process: ", opened.ToString()));
   }
   RETURN_IF_ERROR(ci::FromRocksDb(opened, absl::StrCat("opening checkpoint store ", dir)));
-  auto db = std::make_unique<Database>(std::unique_ptr<rocksdb::DB>(raw), dir, options);
+  auto db = std::make_unique<Database>(std::unique_ptr<rocksdb::DB>(raw), dir, options,
+                                       db_options.env->GetFileSystem());
 
   rocksdb::PinnableSlice format;
-  const absl::Status found = db->Get(nullptr, ci::kFormatKey, &format, true, dir);
+  const absl::Status found = db->Get(nullptr, ci::kFormatKey, &format, dir);
   if (absl::IsNotFound(found)) {
     std::unique_ptr<rocksdb::Iterator> it(raw->NewIterator(rocksdb::ReadOptions()));
     it->SeekToFirst();
@@ -523,7 +568,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
     }
     rocksdb::WriteBatch batch;
     batch.Put(ci::kFormatKey, ci::kFormatValue);
-    RETURN_IF_ERROR(db->Write(&batch, /*sync=*/true, /*wal=*/true, "writing the format marker"));
+    RETURN_IF_ERROR(db->Write(&batch, /*sync=*/true, "writing the format marker"));
   } else if (!found.ok()) {
     return found;
   } else if (format.ToString() != ci::kFormatValue) {
@@ -531,7 +576,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
                                                       format.ToString(), "' (this build reads '",
                                                       ci::kFormatValue, "')"));
   }
-  RETURN_IF_ERROR(RemoveInterruptedSaves(db.get()));
+  RETURN_IF_ERROR(RemoveUncommittedData(db.get(), absl::StrCat(dir, "/", ci::kDataDir)));
   return std::unique_ptr<CheckpointStore>(new CheckpointStore(std::move(db)));
 }
 
@@ -546,21 +591,29 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointStore::BeginSave(
   RETURN_IF_ERROR(ValidateJobId(job_id));
   const std::string where = Where(job_id, step);
   rocksdb::PinnableSlice existing;
-  const absl::Status found =
-      db_->Get(nullptr, ci::ManifestKey(job_id, step), &existing, true, where);
+  const absl::Status found = db_->Get(nullptr, ci::ManifestKey(job_id, step), &existing, where);
   if (found.ok()) return absl::AlreadyExistsError(absl::StrCat(where, " already exists"));
   if (!absl::IsNotFound(found)) return found;
   if (!db_->AcquireWriter()) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot start ", where, ": another save is in progress"));
   }
-  auto writer = std::make_unique<WriterImpl>(db_.get(), std::string(job_id), step);
-  // Marks the save in progress (so a crash's leftovers are found on Open) and
-  // drops what an earlier interrupted attempt at this step may have left.
-  rocksdb::WriteBatch batch;
-  batch.Put(ci::PendingKey(job_id, step), "");
-  batch.DeleteRange(ci::ChunkRangeBegin(job_id, step), ci::ChunkRangeEnd(job_id, step));
-  RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/false, /*wal=*/true, where));
+  const std::string job_dir = db_->JobDataDir(job_id);
+  rocksdb::IOStatus io = db_->fs()->CreateDirIfMissing(job_dir.substr(0, job_dir.rfind('/')),
+                                                       rocksdb::IOOptions(), nullptr);
+  if (io.ok()) io = db_->fs()->CreateDirIfMissing(job_dir, rocksdb::IOOptions(), nullptr);
+  // Creating the file truncates whatever an interrupted attempt at this step left.
+  std::unique_ptr<rocksdb::FSWritableFile> file;
+  if (io.ok()) {
+    io = db_->fs()->NewWritableFile(db_->DataPath(job_id, step), rocksdb::FileOptions(), &file,
+                                    nullptr);
+  }
+  if (!io.ok()) {
+    db_->ReleaseWriter();
+    return ci::FromRocksDb(io, absl::StrCat(where, ": creating its data file"));
+  }
+  auto writer = std::make_unique<WriterImpl>(db_.get(), std::string(job_id), step, std::move(file));
+  RETURN_IF_ERROR(writer->WriteHeader());
   return std::unique_ptr<CheckpointWriter>(std::move(writer));
 }
 
@@ -628,33 +681,38 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointStore::OpenCheckpoin
     absl::string_view job_id, uint64_t step) {
   RETURN_IF_ERROR(ValidateJobId(job_id));
   const std::string where = Where(job_id, step);
-  const rocksdb::Snapshot* snapshot = db_->db()->GetSnapshot();
   rocksdb::PinnableSlice frame;
-  absl::Status status = db_->Get(snapshot, ci::ManifestKey(job_id, step), &frame, true, where);
-  absl::StatusOr<v1::CheckpointManifest> manifest =
-      status.ok() ? ci::DecodeManifest(absl::string_view(frame.data(), frame.size()), where)
-                  : absl::StatusOr<v1::CheckpointManifest>(status);
-  if (manifest.ok()) status = ValidateManifest(*manifest, where);
-  if (!manifest.ok() || !status.ok()) {
-    db_->db()->ReleaseSnapshot(snapshot);
-    if (absl::IsNotFound(manifest.status())) {
-      return absl::NotFoundError(absl::StrCat(where, " does not exist"));
-    }
-    return manifest.ok() ? status : manifest.status();
+  const absl::Status found = db_->Get(nullptr, ci::ManifestKey(job_id, step), &frame, where);
+  if (absl::IsNotFound(found)) return absl::NotFoundError(absl::StrCat(where, " does not exist"));
+  RETURN_IF_ERROR(found);
+  ASSIGN_OR_RETURN(v1::CheckpointManifest manifest,
+                   ci::DecodeManifest(absl::string_view(frame.data(), frame.size()), where));
+  RETURN_IF_ERROR(ValidateManifest(manifest, where));
+  const std::string path = db_->DataPath(job_id, step);
+  std::unique_ptr<rocksdb::FSRandomAccessFile> file;
+  const rocksdb::IOStatus opened =
+      db_->fs()->NewRandomAccessFile(path, rocksdb::FileOptions(), &file, nullptr);
+  if (!opened.ok()) {
+    return absl::DataLossError(
+        absl::StrCat(where, ": its data file cannot be opened: ", opened.ToString()));
+  }
+  uint64_t file_bytes = 0;
+  const rocksdb::IOStatus sized =
+      db_->fs()->GetFileSize(path, rocksdb::IOOptions(), &file_bytes, nullptr);
+  if (!sized.ok() || file_bytes != manifest.data_file_bytes()) {
+    return absl::DataLossError(absl::StrCat(where, ": data file ", path, " has ", file_bytes,
+                                            " bytes, the manifest says ",
+                                            manifest.data_file_bytes()));
   }
   CheckpointInfo info;
-  info.job_id = manifest->job_id();
-  info.step = manifest->step();
-  info.created = absl::FromUnixMicros(manifest->created_unix_micros());
-  info.total_bytes = manifest->total_bytes();
-  std::vector<std::vector<uint64_t>> checksums;
-  for (const v1::ManifestEntry& entry : manifest->entries()) {
+  info.job_id = manifest.job_id();
+  info.step = manifest.step();
+  info.created = absl::FromUnixMicros(manifest.created_unix_micros());
+  info.total_bytes = manifest.total_bytes();
+  for (const v1::ManifestEntry& entry : manifest.entries())
     info.entries.push_back(ToEntryInfo(entry));
-    checksums.emplace_back(entry.chunk_checksums().begin(), entry.chunk_checksums().end());
-  }
-  auto reader = std::make_unique<ReaderImpl>(db_.get(), snapshot, std::move(info));
-  reader->checksums = std::move(checksums);
-  return std::unique_ptr<CheckpointReader>(std::move(reader));
+  return std::unique_ptr<CheckpointReader>(
+      new ReaderImpl(std::move(info), std::move(manifest), std::move(file)));
 }
 
 absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointStore::OpenLatest(
@@ -668,8 +726,7 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointStore::OpenLatest(
 
 absl::Status CheckpointStore::Delete(absl::string_view job_id, uint64_t step) {
   RETURN_IF_ERROR(ValidateJobId(job_id));
-  RETURN_IF_ERROR(DeleteStep(db_.get(), job_id, step));
-  return db_->Reclaim(ci::ChunkRangeBegin(job_id, step), ci::ChunkRangeEnd(job_id, step));
+  return DeleteStep(db_.get(), job_id, step);
 }
 
 absl::StatusOr<std::vector<uint64_t>> CheckpointStore::ApplyRetention(
@@ -685,18 +742,13 @@ absl::StatusOr<std::vector<uint64_t>> CheckpointStore::ApplyRetention(
     RETURN_IF_ERROR(DeleteStep(db_.get(), job_id, step));
     deleted.push_back(step);
   }
-  if (!deleted.empty()) {
-    // Only the deleted steps' key range; newer checkpoints sort after it.
-    RETURN_IF_ERROR(db_->Reclaim(ci::ChunkRangeBegin(job_id, deleted.front()),
-                                 ci::ChunkRangeEnd(job_id, deleted.back())));
-  }
   return deleted;
 }
 
 absl::StatusOr<std::optional<std::string>> CheckpointStore::GetRecord(absl::string_view key) {
   rocksdb::PinnableSlice value;
   const absl::Status status =
-      db_->Get(nullptr, ci::RecordKey(key), &value, true, absl::StrCat("reading record ", key));
+      db_->Get(nullptr, ci::RecordKey(key), &value, absl::StrCat("reading record ", key));
   if (absl::IsNotFound(status)) return std::optional<std::string>();
   RETURN_IF_ERROR(status);
   return std::optional<std::string>(value.ToString());

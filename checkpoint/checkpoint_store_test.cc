@@ -61,18 +61,24 @@ uint64_t BytesOfFiles(const std::string& dir, const std::string& extension) {
   return total;
 }
 
-// Every key with `prefix` in a closed store, read straight from RocksDB.
-std::vector<std::string> RawKeys(const std::string& dir, const std::string& prefix) {
-  rocksdb::Options options;
-  rocksdb::DB* raw = nullptr;
-  EXPECT_TRUE(rocksdb::DB::OpenForReadOnly(options, dir, &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
-  std::vector<std::string> keys;
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    keys.push_back(it->key().ToString());
+// The steps that have a data file in the store.
+std::vector<uint64_t> DataFileSteps(const std::string& dir, const std::string& job) {
+  std::vector<uint64_t> steps;
+  const fs::path job_dir = fs::path(dir) / checkpoint_internal::kDataDir / job;
+  if (!fs::exists(job_dir)) return steps;
+  for (const auto& file : fs::directory_iterator(job_dir)) {
+    uint64_t step = 0;
+    EXPECT_TRUE(checkpoint_internal::ParseDataFileName(file.path().filename().string(), &step))
+        << file.path();
+    steps.push_back(step);
   }
-  return keys;
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+fs::path DataFile(const std::string& dir, const std::string& job, uint64_t step) {
+  return fs::path(dir) / checkpoint_internal::kDataDir / job /
+         checkpoint_internal::DataFileName(step);
 }
 
 void FlipBytes(const fs::path& file, uint64_t every, uint64_t seed) {
@@ -208,13 +214,10 @@ TEST(CheckpointStore, SliceReadsOnlyItsChunksAndVerifiesThem) {
     }
   }
   {  // Overwrite chunk 5 (elements 5120..6143) behind the store's back.
-    rocksdb::Options options;
-    rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(options, dir.path(), &raw).ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), checkpoint_internal::ChunkKey("j", 7, 0, 5),
-                        std::string(4096, 'x'))
-                    .ok());
+    std::fstream data(DataFile(dir.path(), "j", 7),
+                      std::ios::in | std::ios::out | std::ios::binary);
+    data.seekp(static_cast<std::streamoff>(checkpoint_internal::kDataHeaderBytes + 5 * 4096 + 100));
+    data.write("corrupt!", 8);
   }
   auto store = OpenOrDie(dir.path());
   auto reader = *store->OpenCheckpoint("j", 7);
@@ -278,7 +281,7 @@ TEST(CheckpointWriter, AbandonedSaveLeavesNothingBehind) {
     EXPECT_EQ(reader->info().Find("w")->count(), 10u);
     EXPECT_TRUE(reader->Verify().ok());
   }
-  EXPECT_TRUE(RawKeys(dir.path(), "p/").empty());
+  EXPECT_EQ(DataFileSteps(dir.path(), "j"), std::vector<uint64_t>{5});
 }
 
 TEST(CheckpointStore, RetentionKeepsLastKAndEveryNthAndFreesTheirSpace) {
@@ -291,7 +294,8 @@ TEST(CheckpointStore, RetentionKeepsLastKAndEveryNthAndFreesTheirSpace) {
         store->Save("j", step, {{"w", TensorView::Of(weights.data(), weights.size())}}).ok());
   }
   auto pinned = *store->OpenCheckpoint("j", 3);  // a reader whose step will be deleted
-  const uint64_t blob_bytes_before = BytesOfFiles(dir.path(), ".blob");
+  const std::string data_dir = (fs::path(dir.path()) / "data" / "j").string();
+  const uint64_t blob_bytes_before = BytesOfFiles(data_dir, ".chunks");
   EXPECT_GE(blob_bytes_before, 20u << 20);
 
   EXPECT_EQ(store->ApplyRetention("j", {.keep_last = 0}).status().code(),
@@ -311,15 +315,13 @@ TEST(CheckpointStore, RetentionKeepsLastKAndEveryNthAndFreesTheirSpace) {
   EXPECT_TRUE(pinned->Verify().ok());
   pinned.reset();
   ASSERT_TRUE(store->Delete("j", 4).ok());
-  store.reset();
-  store = OpenOrDie(dir.path());  // closing releases files compaction obsoleted
-  const uint64_t blob_bytes_after = BytesOfFiles(dir.path(), ".blob");
-  EXPECT_LE(blob_bytes_after, blob_bytes_before * 4 / 10)
+  const uint64_t blob_bytes_after = BytesOfFiles(data_dir, ".chunks");
+  EXPECT_EQ(blob_bytes_after, blob_bytes_before * 3 / 10)
       << "before " << blob_bytes_before << " after " << blob_bytes_after;
   EXPECT_EQ(*store->ListSteps("j"), (std::vector<uint64_t>{8, 9, 10}));
 }
 
-TEST(CheckpointStore, FlippedBytesInBlobFilesAreDataLossNeverWrongBytes) {
+TEST(CheckpointStore, FlippedBytesInDataFilesAreDataLossNeverWrongBytes) {
   TempDir dir;
   const std::vector<float> weights = Pattern(1 << 18, 7);
   {
@@ -331,8 +333,8 @@ TEST(CheckpointStore, FlippedBytesInBlobFilesAreDataLossNeverWrongBytes) {
             .ok());
   }
   int flipped = 0;
-  for (const auto& file : fs::directory_iterator(dir.path())) {
-    if (file.path().extension() == ".blob") {
+  for (const auto& file : fs::recursive_directory_iterator(dir.path())) {
+    if (file.path().extension() == ".chunks") {
       FlipBytes(file.path(), 100000, 11);
       ++flipped;
     }
@@ -346,10 +348,11 @@ TEST(CheckpointStore, FlippedBytesInBlobFilesAreDataLossNeverWrongBytes) {
             absl::StatusCode::kDataLoss);
 }
 
+// The manifest lives in RocksDB's table files: damage there is kDataLoss too.
 TEST(CheckpointStore, FlippedBytesInTableFilesNeverGiveWrongBytes) {
   for (uint64_t seed = 0; seed < 8; ++seed) {
     TempDir dir;
-    std::vector<float> small = Pattern(1000, seed);  // small: lives in the SST itself
+    std::vector<float> small = Pattern(1000, seed);
     {
       auto store = OpenOrDie(dir.path());
       ASSERT_TRUE(store->Save("j", 1, {{"w", TensorView::Of(small.data(), small.size())}}).ok());
@@ -527,20 +530,12 @@ TEST(CheckpointStoreCrash, SigkillDuringSaveLeavesOnlyCompleteCheckpoints) {
       }
       next_step = steps.empty() ? next_step : steps.back() + 1;
     }
-    // No trace of the interrupted save remains in the database.
-    const std::vector<std::string> chunk_keys = RawKeys(dir.path(), "c/crash/");
+    // No trace of the interrupted save remains: every data file belongs to a
+    // committed checkpoint.
     auto store = OpenOrDie(dir.path());
     const std::vector<uint64_t> steps = *store->ListSteps("crash");
     store.reset();
-    for (const std::string& key : chunk_keys) {
-      std::string job;
-      uint64_t step = 0;
-      ASSERT_TRUE(
-          checkpoint_internal::ParseJobStepKey(key.substr(0, key.size() - 18), "c/", &job, &step))
-          << key;
-      ASSERT_TRUE(std::count(steps.begin(), steps.end(), step) == 1) << "orphan chunk " << key;
-    }
-    ASSERT_TRUE(RawKeys(dir.path(), "p/").empty());
+    ASSERT_EQ(DataFileSteps(dir.path(), "crash"), steps) << "trial " << trial;
   }
   // Most kills should land in the middle of a save, not between saves.
   EXPECT_GT(kills_mid_save, kTrials / 4);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 
+#include "cli/bench_command.h"
 #include "cli/build_info.h"
 #include "cli/ckpt_command.h"
 #include "common/gpu.h"
@@ -77,7 +78,6 @@ int RunCli(int argc, char** argv) {
       {"job", "Submit, list, pause and cancel jobs on a coordinator", "issue 5"},
       {"token", "Create and revoke join tokens for a job", "issue 5"},
       {"data", "Prepare token shards from text files", "issue 6"},
-      {"bench", "Run potluck's benchmarks against same-run baselines", "issues 3, 4"},
   };
   std::vector<std::string> known = {"version"};
   std::vector<CLI::App*> planned_commands;
@@ -88,6 +88,9 @@ int RunCli(int argc, char** argv) {
   int ckpt_exit_code = kExitUsage;
   CLI::App* ckpt = AddCkptCommand(&app, &ckpt_exit_code);
   known.push_back("ckpt");
+  int bench_exit_code = kExitUsage;
+  CLI::App* bench = AddBenchCommand(&app, &bench_exit_code);
+  known.push_back("bench");
   CLI::App* version = app.add_subcommand("version", "Print the version and build configuration");
   bool version_json = false;
   version->add_flag("--json", version_json, "Machine-readable output");
@@ -137,6 +140,7 @@ int RunCli(int argc, char** argv) {
 
   if (version->parsed()) return RunVersion(version_json);
   if (ckpt->parsed()) return ckpt_exit_code;
+  if (bench->parsed()) return bench_exit_code;
   for (size_t i = 0; i < planned.size(); ++i) {
     if (planned_commands[i]->parsed()) return NotYetAvailable(planned[i]);
   }

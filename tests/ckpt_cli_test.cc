@@ -69,8 +69,8 @@ TEST_F(CkptCliTest, VerifyPassesThenFailsOnCorruptionNamingTheCheckpoint) {
   CommandResult result = RunPotluck("ckpt verify " + store_dir_);
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("tiny@10: ok"), std::string::npos) << result.output;
-  for (const auto& file : fs::directory_iterator(store_dir_)) {
-    if (file.path().extension() != ".blob") continue;
+  for (const auto& file : fs::recursive_directory_iterator(store_dir_)) {
+    if (file.path().extension() != ".chunks") continue;
     std::fstream blob(file.path(), std::ios::in | std::ios::out | std::ios::binary);
     blob.seekp(static_cast<std::streamoff>(fs::file_size(file.path()) / 2));
     blob.write("garbage!", 8);

@@ -38,25 +38,23 @@ std::string ManifestPrefix(absl::string_view job_id) {
   return absl::StrCat(kManifestRoot, job_id, "/");
 }
 
-std::string ChunkKey(absl::string_view job_id, uint64_t step, uint32_t entry, uint32_t chunk) {
-  return absl::StrCat("c/", job_id, "/", StepText(step),
-                      absl::StrFormat("/%06u/%010u", entry, chunk));
-}
-
-std::string ChunkRangeBegin(absl::string_view job_id, uint64_t step) {
-  return absl::StrCat("c/", job_id, "/", StepText(step), "/");
-}
-
-std::string ChunkRangeEnd(absl::string_view job_id, uint64_t step) {
-  // '0' sorts right after '/', so this bounds every key under ".../<step>/".
-  return absl::StrCat("c/", job_id, "/", StepText(step), "0");
-}
-
-std::string PendingKey(absl::string_view job_id, uint64_t step) {
-  return absl::StrCat(kPendingRoot, job_id, "/", StepText(step));
-}
-
 std::string RecordKey(absl::string_view key) { return absl::StrCat("r/", key); }
+
+std::string DataFileName(uint64_t step) { return absl::StrCat(StepText(step), kDataSuffix); }
+
+std::string DataFileHeader(uint64_t step) {
+  std::string header(kDataMagic, 8);
+  PutFixed32(&header, kFormatVersion);
+  PutFixed32(&header, 0);
+  PutFixed64(&header, step);
+  return header;
+}
+
+bool ParseDataFileName(absl::string_view name, uint64_t* step) {
+  constexpr size_t kSuffixBytes = sizeof(kDataSuffix) - 1;
+  if (name.size() != 20 + kSuffixBytes || name.substr(20) != kDataSuffix) return false;
+  return absl::SimpleAtoi(name.substr(0, 20), step);
+}
 
 bool ParseJobStepKey(absl::string_view key, absl::string_view root, std::string* job_id,
                      uint64_t* step) {

@@ -29,18 +29,22 @@ inline constexpr uint64_t kMaxManifestBytes = 64 << 20;
 std::string ManifestKey(absl::string_view job_id, uint64_t step);
 std::string ManifestPrefix(absl::string_view job_id);  // "m/<job>/"
 inline constexpr char kManifestRoot[] = "m/";
-// c/<job>/<step>/<entry, 6 digits>/<chunk, 10 digits>   chunk bytes
-std::string ChunkKey(absl::string_view job_id, uint64_t step, uint32_t entry, uint32_t chunk);
-// The key range holding every chunk of one step: [begin, end).
-std::string ChunkRangeBegin(absl::string_view job_id, uint64_t step);
-std::string ChunkRangeEnd(absl::string_view job_id, uint64_t step);
-// p/<job>/<step>   a save in progress (deleted by the commit batch)
-std::string PendingKey(absl::string_view job_id, uint64_t step);
-inline constexpr char kPendingRoot[] = "p/";
 // r/<caller key>   records committed with a checkpoint
 std::string RecordKey(absl::string_view key);
 
-// Splits "m/<job>/<step>" or "p/<job>/<step>" (after the root) into its parts.
+// Chunk data lives in one file per checkpoint, <store>/data/<job>/<step>.chunks:
+// a header (magic "PLCKDATA", u32 version, u32 zero, u64 step; little-endian),
+// then every entry's bytes, back to back, in manifest order.
+inline constexpr char kDataDir[] = "data";
+inline constexpr char kDataMagic[] = "PLCKDATA";
+inline constexpr uint64_t kDataHeaderBytes = 24;
+inline constexpr char kDataSuffix[] = ".chunks";
+std::string DataFileName(uint64_t step);  // "<step, 20 digits>.chunks"
+std::string DataFileHeader(uint64_t step);
+// The step a data file's name encodes; false for any other name.
+bool ParseDataFileName(absl::string_view name, uint64_t* step);
+
+// Splits "m/<job>/<step>" (after the root) into its parts.
 bool ParseJobStepKey(absl::string_view key, absl::string_view root, std::string* job_id,
                      uint64_t* step);
 
