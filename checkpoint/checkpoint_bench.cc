@@ -120,71 +120,89 @@ absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOp
   result.tensors = static_cast<int>(tensors.size());
   result.has_other = static_cast<bool>(options.other);
 
-  std::vector<double> save, load, raw_write, raw_read, stall, snapshot, other_save, other_load;
-  for (int round = 0; round < options.rounds; ++round) {
-    const std::string raw_path = absl::StrCat(options.dir, "/raw.bin");
-    ASSIGN_OR_RETURN(const double raw_write_s, RawWrite(raw_path, tensors));
-    raw_write.push_back(raw_write_s);
-    DropFromPageCache(raw_path);
-    ASSIGN_OR_RETURN(const double raw_read_s, RawRead(raw_path, loaded));
-    raw_read.push_back(raw_read_s);
-    fs::remove(raw_path);
+  const std::string raw_path = absl::StrCat(options.dir, "/raw.bin");
+  const std::string store_dir = absl::StrCat(options.dir, "/store");
+  const std::string other_path = absl::StrCat(options.dir, "/other.bin");
 
-    const std::string store_dir = absl::StrCat(options.dir, "/store");
+  auto raw = [&](CheckpointBenchTimes& times) -> absl::Status {
+    ASSIGN_OR_RETURN(times.raw_write_s, RawWrite(raw_path, tensors));
+    DropFromPageCache(raw_path);
+    ASSIGN_OR_RETURN(times.raw_read_s, RawRead(raw_path, loaded));
+    fs::remove(raw_path);
+    return absl::OkStatus();
+  };
+  auto potluck = [&](CheckpointBenchTimes& times) -> absl::Status {
     fs::remove_all(store_dir);
     {
       ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store, CheckpointStore::Open(store_dir));
       const absl::Time start = absl::Now();
       RETURN_IF_ERROR(store->Save("bench", 1, tensors));
-      save.push_back(SecondsSince(start));
+      times.save_s = SecondsSince(start);
     }
     DropFromPageCache(store_dir);
-    {
-      const absl::Time start = absl::Now();
-      ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store, CheckpointStore::Open(store_dir));
-      ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, store->OpenLatest("bench"));
-      for (size_t i = 0; i < tensors.size(); ++i) {
-        RETURN_IF_ERROR(reader->ReadTensor(tensors[i].name,
-                                           TensorView::Of(loaded[i].data(), loaded[i].size())));
-      }
-      load.push_back(SecondsSince(start));
-      if (loaded != data) return absl::InternalError("loaded tensors differ from the saved ones");
-    }
-    fs::remove_all(store_dir);
-
-    // Async saves, steady state: one saver, its snapshot buffers warm.
+    const absl::Time start = absl::Now();
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store, CheckpointStore::Open(store_dir));
-    {
-      AsyncCheckpointSaver saver(store.get());
-      RETURN_IF_ERROR(saver.Start("bench", 1, tensors));  // warms the buffers
-      RETURN_IF_ERROR(saver.Wait());
-      const absl::Time start = absl::Now();
-      RETURN_IF_ERROR(saver.Start("bench", 2, tensors));
-      stall.push_back(SecondsSince(start));
-      saver.WaitForSnapshot();  // as if the next step changed the weights at once
-      snapshot.push_back(SecondsSince(start));
-      RETURN_IF_ERROR(saver.Wait());
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, store->OpenLatest("bench"));
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      RETURN_IF_ERROR(
+          reader->ReadTensor(tensors[i].name, TensorView::Of(loaded[i].data(), loaded[i].size())));
     }
+    times.load_s = SecondsSince(start);
+    if (loaded != data) return absl::InternalError("loaded tensors differ from the saved ones");
+    // Async saves, steady state: one saver, its snapshot buffers warm.
+    AsyncCheckpointSaver saver(store.get());
+    RETURN_IF_ERROR(saver.Start("bench", 2, tensors));
+    RETURN_IF_ERROR(saver.Wait());
+    const absl::Time async_start = absl::Now();
+    RETURN_IF_ERROR(saver.Start("bench", 3, tensors));
+    times.async_stall_s = SecondsSince(async_start);
+    saver.WaitForSnapshot();  // as if the very next thing changed the weights
+    times.async_snapshot_s = SecondsSince(async_start);
+    RETURN_IF_ERROR(saver.Wait());
+    reader.reset();
     store.reset();
     fs::remove_all(store_dir);
+    return absl::OkStatus();
+  };
+  auto other = [&](CheckpointBenchTimes& times) -> absl::Status {
+    if (!options.other) return absl::OkStatus();
+    ASSIGN_OR_RETURN(const auto seconds, options.other(tensors, other_path));
+    times.other_save_s = seconds.first;
+    times.other_load_s = seconds.second;
+    fs::remove(other_path);
+    return absl::OkStatus();
+  };
 
-    if (options.other) {
-      const std::string other_path = absl::StrCat(options.dir, "/other.bin");
-      ASSIGN_OR_RETURN(const auto seconds, options.other(tensors, other_path));
-      other_save.push_back(seconds.first);
-      other_load.push_back(seconds.second);
-      fs::remove(other_path);
+  for (int round = 0; round < options.rounds; ++round) {
+    CheckpointBenchTimes times;
+    // Rotate who goes first, so no one always inherits the previous run's
+    // writeback or a cold start.
+    for (int i = 0; i < 3; ++i) {
+      switch ((round + i) % 3) {
+        case 0:
+          RETURN_IF_ERROR(raw(times));
+          break;
+        case 1:
+          RETURN_IF_ERROR(potluck(times));
+          break;
+        default:
+          RETURN_IF_ERROR(other(times));
+          break;
+      }
     }
+    result.rounds.push_back(times);
   }
-  result.save_s = Median(save);
-  result.load_s = Median(load);
-  result.raw_write_s = Median(raw_write);
-  result.raw_read_s = Median(raw_read);
-  result.async_stall_s = Median(stall);
-  result.async_snapshot_s = Median(snapshot);
-  if (result.has_other) {
-    result.other_save_s = Median(other_save);
-    result.other_load_s = Median(other_load);
+  auto median = [&](double CheckpointBenchTimes::*field) {
+    std::vector<double> values;
+    for (const CheckpointBenchTimes& times : result.rounds) values.push_back(times.*field);
+    return Median(values);
+  };
+  for (double CheckpointBenchTimes::*field :
+       {&CheckpointBenchTimes::save_s, &CheckpointBenchTimes::load_s,
+        &CheckpointBenchTimes::raw_write_s, &CheckpointBenchTimes::raw_read_s,
+        &CheckpointBenchTimes::async_stall_s, &CheckpointBenchTimes::async_snapshot_s,
+        &CheckpointBenchTimes::other_save_s, &CheckpointBenchTimes::other_load_s}) {
+    result.median.*field = median(field);
   }
   return result;
 }

@@ -35,15 +35,20 @@ struct CheckpointBenchOptions {
   std::string other_name;  // e.g. "torch"
 };
 
-struct CheckpointBenchResult {
-  uint64_t bytes = 0;
-  int tensors = 0;
-  // Medians over rounds, in seconds.
+// Seconds, for one round or as medians over rounds.
+struct CheckpointBenchTimes {
   double save_s = 0, load_s = 0, raw_write_s = 0, raw_read_s = 0;
   double async_stall_s = 0;     // how long AsyncCheckpointSaver::Start blocked the caller
   double async_snapshot_s = 0;  // Start until the state was copied (WaitForSnapshot)
   double other_save_s = 0, other_load_s = 0;
+};
+
+struct CheckpointBenchResult {
+  uint64_t bytes = 0;
+  int tensors = 0;
   bool has_other = false;
+  std::vector<CheckpointBenchTimes> rounds;
+  CheckpointBenchTimes median;
 };
 
 absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOptions& options);

@@ -21,7 +21,6 @@ int main(int argc, char** argv) {
   const int report_fd = std::atoi(argv[3]);
   potluck::CheckpointOptions options;
   options.chunk_bytes = 64 << 10;
-  options.write_buffer_bytes = 1 << 20;  // flushes in the middle of saves
   auto store = potluck::CheckpointStore::Open(dir, options);
   if (!store.ok()) return 3;
   constexpr size_t kFloats = 1 << 17;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
@@ -225,24 +226,26 @@ class WriterImpl final : public CheckpointWriter {
                                            : absl::StrCat("'", current_->name(), "'")));
     }
     const char* bytes = static_cast<const char*>(data);
-    while (size_bytes > 0) {
-      // The current chunk ends at a multiple of chunk_bytes or at the entry's end.
-      const uint64_t chunk_start = written_ - chunk_.size();
-      const uint64_t chunk_size =
-          std::min<uint64_t>(current_->chunk_bytes(), current_->size_bytes() - chunk_start);
-      const size_t take = std::min<size_t>(size_bytes, chunk_size - chunk_.size());
-      if (chunk_.empty() && take == chunk_size) {
-        RETURN_IF_ERROR(Remember(EmitChunk(absl::string_view(bytes, take))));
-      } else {
-        chunk_.append(bytes, take);
-        if (chunk_.size() == chunk_size) {
-          RETURN_IF_ERROR(Remember(EmitChunk(chunk_)));
-          chunk_.clear();
-        }
+    if (chunk_.empty()) {
+      const size_t whole = WholeChunkBytes(size_bytes);
+      if (whole > 0) {
+        RETURN_IF_ERROR(Remember(WriteWholeChunks(bytes, whole)));
+        written_ += whole;
+        bytes += whole;
+        size_bytes -= whole;
       }
+    }
+    while (size_bytes > 0) {  // a partial chunk: staged until it is whole
+      const size_t take = std::min<size_t>(size_bytes, CurrentChunkBytes() - chunk_.size());
+      chunk_.append(bytes, take);
       written_ += take;
       bytes += take;
       size_bytes -= take;
+      if (chunk_.size() == CurrentChunkBytes()) {
+        current_->add_chunk_checksums(Checksum64(chunk_));
+        RETURN_IF_ERROR(Remember(FileWrite(chunk_)));
+        chunk_.clear();
+      }
     }
     return absl::OkStatus();
   }
@@ -297,9 +300,44 @@ class WriterImpl final : public CheckpointWriter {
     return status;
   }
 
-  absl::Status EmitChunk(absl::string_view chunk) {
-    current_->add_chunk_checksums(Checksum64(chunk));
-    return FileWrite(chunk);
+  // The size of the chunk being filled: chunk_bytes, or less at the entry's end.
+  uint64_t CurrentChunkBytes() const {
+    const uint64_t chunk_start = written_ - chunk_.size();
+    return std::min<uint64_t>(current_->chunk_bytes(), current_->size_bytes() - chunk_start);
+  }
+
+  // How many of the next `available` bytes, from a chunk boundary, make whole chunks.
+  size_t WholeChunkBytes(size_t available) const {
+    const uint64_t chunk_bytes = current_->chunk_bytes();
+    const uint64_t left_in_entry = current_->size_bytes() - written_;
+    if (available >= left_in_entry) return left_in_entry;  // the last chunk may be short
+    return available / chunk_bytes * chunk_bytes;
+  }
+
+  // Writes whole chunks straight from the caller's buffer. Their checksums
+  // are computed on a second thread meanwhile, so on a machine with a spare
+  // core hashing adds no time to the save.
+  absl::Status WriteWholeChunks(const char* bytes, size_t size_bytes) {
+    const uint64_t chunk_bytes = current_->chunk_bytes();
+    const size_t chunks = static_cast<size_t>((size_bytes + chunk_bytes - 1) / chunk_bytes);
+    std::vector<uint64_t> checksums(chunks);
+    auto hash = [&checksums, bytes, size_bytes, chunk_bytes] {
+      for (size_t i = 0; i < checksums.size(); ++i) {
+        const uint64_t offset = i * chunk_bytes;
+        checksums[i] =
+            Checksum64(bytes + offset, std::min<uint64_t>(chunk_bytes, size_bytes - offset));
+      }
+    };
+    std::future<void> hashing;
+    if (chunks > 1) {
+      hashing = std::async(std::launch::async, hash);
+    } else {
+      hash();
+    }
+    const absl::Status written = FileWrite(absl::string_view(bytes, size_bytes));
+    if (hashing.valid()) hashing.wait();
+    for (uint64_t checksum : checksums) current_->add_chunk_checksums(checksum);
+    return written;
   }
 
   absl::Status FileWrite(absl::string_view bytes) {
@@ -375,15 +413,21 @@ class ReaderImpl final : public CheckpointReader {
       const uint32_t chunk = static_cast<uint32_t>(position / entry.chunk_bytes);
       const uint64_t chunk_start = uint64_t{chunk} * entry.chunk_bytes;
       const uint64_t chunk_size = ChunkSize(index, chunk);
-      const uint64_t take = std::min(chunk_start + chunk_size, end) - position;
-      if (take == chunk_size) {
-        // The whole chunk is wanted: read and verify it in place.
-        RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, dest + (position - begin)));
-      } else {
-        staging.resize(chunk_size);
-        RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, staging.data()));
-        std::memcpy(dest + (position - begin), staging.data() + (position - chunk_start), take);
+      if (position == chunk_start && end - position >= chunk_size) {
+        // A run of whole chunks goes straight into the destination.
+        uint32_t last = chunk;
+        uint64_t run_end = chunk_start + chunk_size;
+        while (last + 1 < entry.num_chunks && end - run_end >= ChunkSize(index, last + 1)) {
+          run_end += ChunkSize(index, ++last);
+        }
+        RETURN_IF_ERROR(ReadWholeChunks(index, chunk, last + 1 - chunk, dest + (position - begin)));
+        position = run_end;
+        continue;
       }
+      const uint64_t take = std::min(chunk_start + chunk_size, end) - position;
+      staging.resize(chunk_size);
+      RETURN_IF_ERROR(ReadVerifiedChunk(index, chunk, staging.data()));
+      std::memcpy(dest + (position - begin), staging.data() + (position - chunk_start), take);
       position += take;
     }
     return absl::OkStatus();
@@ -435,27 +479,68 @@ class ReaderImpl final : public CheckpointReader {
   // Reads chunk `chunk` of entry `index` into `out` (ChunkSize bytes) and
   // checks it against the manifest's checksum: kDataLoss, never wrong bytes.
   absl::Status ReadVerifiedChunk(size_t index, uint32_t chunk, char* out) {
+    RETURN_IF_ERROR(ReadBytes(index, chunk, ChunkSize(index, chunk), out));
+    return VerifyChunk(index, chunk, out);
+  }
+
+  // Reads `count` whole chunks from `first` on into `out`, verifying each.
+  // Reading and hashing overlap: a second thread checks one piece while this
+  // one reads the next.
+  absl::Status ReadWholeChunks(size_t index, uint32_t first, uint32_t count, char* out) {
+    constexpr uint32_t kChunksPerPiece = 4;
+    const uint64_t chunk_bytes = info_.entries[index].chunk_bytes;
+    auto verify = [this, index, chunk_bytes](uint32_t from, uint32_t n, const char* data) {
+      for (uint32_t i = 0; i < n; ++i) {
+        RETURN_IF_ERROR(VerifyChunk(index, from + i, data + uint64_t{i} * chunk_bytes));
+      }
+      return absl::OkStatus();
+    };
+    std::future<absl::Status> verifying;
+    for (uint32_t piece = first; piece < first + count; piece += kChunksPerPiece) {
+      const uint32_t n = std::min(kChunksPerPiece, first + count - piece);
+      uint64_t bytes = 0;
+      for (uint32_t i = 0; i < n; ++i) bytes += ChunkSize(index, piece + i);
+      char* data = out + uint64_t{piece - first} * chunk_bytes;
+      RETURN_IF_ERROR(ReadBytes(index, piece, bytes, data));
+      if (verifying.valid()) RETURN_IF_ERROR(verifying.get());
+      verifying = std::async(std::launch::async, verify, piece, n, data);
+    }
+    return verifying.valid() ? verifying.get() : absl::OkStatus();
+  }
+
+  // Reads `size` bytes of entry `index` starting at chunk `chunk` into `out`.
+  absl::Status ReadBytes(size_t index, uint32_t chunk, uint64_t size, char* out) {
     const EntryInfo& entry = info_.entries[index];
-    const std::string what =
-        absl::StrCat(where_, ": entry '", entry.name, "' chunk ", chunk, " of ", entry.num_chunks);
-    const uint64_t size = ChunkSize(index, chunk);
     const uint64_t offset = manifest_.entries(static_cast<int>(index)).data_offset() +
                             uint64_t{chunk} * entry.chunk_bytes;
     rocksdb::Slice result;
     const rocksdb::IOStatus read =
         file_->Read(offset, size, rocksdb::IOOptions(), &result, out, nullptr);
-    if (!read.ok()) return absl::DataLossError(absl::StrCat(what, ": ", read.ToString()));
+    if (!read.ok())
+      return absl::DataLossError(absl::StrCat(What(index, chunk), ": ", read.ToString()));
     if (result.size() != size) {
-      return absl::DataLossError(
-          absl::StrCat(what, ": the data file ends after ", result.size(), " of ", size, " bytes"));
+      return absl::DataLossError(absl::StrCat(What(index, chunk), ": the data file ends after ",
+                                              result.size(), " of ", size, " bytes"));
     }
     if (result.data() != out) std::memmove(out, result.data(), size);
+    return absl::OkStatus();
+  }
+
+  // Checks chunk `chunk` of entry `index`, already in `data`, against the
+  // manifest: kDataLoss, never wrong bytes.
+  absl::Status VerifyChunk(size_t index, uint32_t chunk, const char* data) const {
     const uint64_t expected =
         manifest_.entries(static_cast<int>(index)).chunk_checksums(static_cast<int>(chunk));
-    if (Checksum64(out, size) != expected) {
-      return absl::DataLossError(absl::StrCat(what, ": checksum mismatch"));
+    if (Checksum64(data, ChunkSize(index, chunk)) != expected) {
+      return absl::DataLossError(absl::StrCat(What(index, chunk), ": checksum mismatch"));
     }
     return absl::OkStatus();
+  }
+
+  std::string What(size_t index, uint32_t chunk) const {
+    const EntryInfo& entry = info_.entries[index];
+    return absl::StrCat(where_, ": entry '", entry.name, "' chunk ", chunk, " of ",
+                        entry.num_chunks);
   }
 
   const CheckpointInfo info_;
@@ -541,7 +626,6 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   db_options.paranoid_checks = true;
-  db_options.write_buffer_size = options.write_buffer_bytes;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 2;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;

@@ -2,22 +2,25 @@
 // interruption resumes exactly.
 //
 // A checkpoint is a set of named entries, each a tensor (dtype, shape, bytes)
-// or a blob (opaque bytes: the shard ledger, RNG state, the job spec). Entries
-// are split into chunks stored in RocksDB's blob files, each chunk with an
-// XXH3 checksum kept in the checkpoint's manifest.
+// or a blob (opaque bytes: the shard ledger, RNG state, the job spec). Their
+// bytes go into one data file per checkpoint, cut in chunks whose XXH3
+// checksums the checkpoint's manifest keeps; manifests and the caller's records
+// live in RocksDB.
 //
-// The commit rule: chunks are written first and flushed to disk; the manifest
-// is written last, in one synced write batch together with any caller records
-// that must commit with it (the coordinator's ledger). A checkpoint exists
-// exactly when its manifest does, so a crash at any point leaves either the new
-// checkpoint complete or nothing a reader can see; the next Open removes the
-// leftovers. Reads verify every chunk and return kDataLoss naming the entry and
-// chunk, never wrong bytes. docs/checkpoint-format.md has the byte layout.
+// The commit rule: the data file is written and synced first; the manifest is
+// written last, in one synced RocksDB write batch together with any caller
+// records that must commit with it (the coordinator's ledger). A checkpoint
+// exists exactly when its manifest does, so a crash at any point leaves either
+// the new checkpoint complete or nothing a reader can see; the next Open
+// removes the leftovers. Reads verify every chunk and return kDataLoss naming
+// the entry and chunk, never wrong bytes. docs/checkpoint-format.md has the
+// byte layout and why chunks are not RocksDB blob values.
 //
 // Thread-safety: CheckpointStore is thread-safe. At most one CheckpointWriter
-// is open per store at a time. A CheckpointReader reads from a snapshot taken
-// when it was opened (retention cannot pull data from under it) and may be
-// used by one thread at a time. Readers and writers must not outlive the store.
+// is open per store at a time. A CheckpointReader may be
+// used by one thread at a time; it keeps its data file open, so retention
+// cannot pull a checkpoint from under it. Readers and writers must not outlive
+// the store.
 #ifndef POTLUCK_CHECKPOINT_CHECKPOINT_STORE_H_
 #define POTLUCK_CHECKPOINT_CHECKPOINT_STORE_H_
 
@@ -48,10 +51,8 @@ class Database;
 struct CheckpointOptions {
   // Bytes per chunk: the unit of checksumming and of partial reads.
   uint32_t chunk_bytes = 4 << 20;
-  // RocksDB memtable size: how much of a save is buffered before it is flushed.
-  uint64_t write_buffer_bytes = 64 << 20;
-  // The environment RocksDB does its I/O through (for fault injection);
-  // nullptr = the default. Not owned: must outlive the store.
+  // The environment all I/O goes through, RocksDB's and the data files' (for
+  // fault injection); nullptr = the default. Not owned: must outlive the store.
   rocksdb::Env* env = nullptr;
 };
 

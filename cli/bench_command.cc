@@ -55,42 +55,54 @@ int RunCheckpoint(const CheckpointBenchArgs& args) {
     return 2;
   }
   const double gb = result->bytes / 1e9;
+  const CheckpointBenchTimes& m = result->median;
   nlohmann::json out = {
       {"bytes", result->bytes},
       {"tensors", result->tensors},
       {"rounds", args.rounds},
-      {"save_gbps", gb / result->save_s},
-      {"load_gbps", gb / result->load_s},
-      {"raw_write_gbps", gb / result->raw_write_s},
-      {"raw_read_gbps", gb / result->raw_read_s},
-      {"save_vs_raw", result->raw_write_s / result->save_s},
-      {"load_vs_raw", result->raw_read_s / result->load_s},
-      {"async_stall_s", result->async_stall_s},
-      {"async_stall_vs_save", result->async_stall_s / result->save_s},
-      {"async_snapshot_s", result->async_snapshot_s},
-      {"async_snapshot_vs_save", result->async_snapshot_s / result->save_s},
+      {"save_gbps", gb / m.save_s},
+      {"load_gbps", gb / m.load_s},
+      {"raw_write_gbps", gb / m.raw_write_s},
+      {"raw_read_gbps", gb / m.raw_read_s},
+      {"save_vs_raw", m.raw_write_s / m.save_s},
+      {"load_vs_raw", m.raw_read_s / m.load_s},
+      {"async_stall_s", m.async_stall_s},
+      {"async_stall_vs_save", m.async_stall_s / m.save_s},
+      {"async_snapshot_s", m.async_snapshot_s},
+      {"async_snapshot_vs_save", m.async_snapshot_s / m.save_s},
   };
   if (result->has_other) {
-    out["torch_save_gbps"] = gb / result->other_save_s;
-    out["torch_load_gbps"] = gb / result->other_load_s;
-    out["save_vs_torch"] = result->other_save_s / result->save_s;
-    out["load_vs_torch"] = result->other_load_s / result->load_s;
+    out["torch_save_gbps"] = gb / m.other_save_s;
+    out["torch_load_gbps"] = gb / m.other_load_s;
+    out["save_vs_torch"] = m.other_save_s / m.save_s;
+    out["load_vs_torch"] = m.other_load_s / m.load_s;
   }
   if (!args.json) {
-    std::cout << absl::StrFormat("  %-28s %8s %8s\n", "", "save", "load");
+    for (size_t i = 0; i < result->rounds.size(); ++i) {
+      const CheckpointBenchTimes& r = result->rounds[i];
+      std::cout << absl::StrFormat("  round %d: potluck %.2f/%.2f GB/s, raw %.2f/%.2f GB/s", i + 1,
+                                   gb / r.save_s, gb / r.load_s, gb / r.raw_write_s,
+                                   gb / r.raw_read_s);
+      if (result->has_other) {
+        std::cout << absl::StrFormat(", torch %.2f/%.2f GB/s", gb / r.other_save_s,
+                                     gb / r.other_load_s);
+      }
+      std::cout << " (save/load)\n";
+    }
+    std::cout << absl::StrFormat("  %-28s %8s %8s\n", "medians", "save", "load");
     std::cout << absl::StrFormat("  %-28s %6.2f GB/s %6.2f GB/s\n", "potluck checkpoint store",
-                                 gb / result->save_s, gb / result->load_s);
+                                 gb / m.save_s, gb / m.load_s);
     std::cout << absl::StrFormat("  %-28s %6.2f GB/s %6.2f GB/s\n", "raw write+fsync / read",
-                                 gb / result->raw_write_s, gb / result->raw_read_s);
+                                 gb / m.raw_write_s, gb / m.raw_read_s);
     if (result->has_other) {
       std::cout << absl::StrFormat("  %-28s %6.2f GB/s %6.2f GB/s\n", "torch::save+fsync / load",
-                                   gb / result->other_save_s, gb / result->other_load_s);
+                                   gb / m.other_save_s, gb / m.other_load_s);
     }
     std::cout << absl::StrFormat(
         "  async save: Start() blocked %.4f s (%.2f%% of a save); the snapshot copy took %.3f s "
         "(%.1f%%),\n  hidden behind the next forward/backward when that is longer\n",
-        result->async_stall_s, 100 * result->async_stall_s / result->save_s,
-        result->async_snapshot_s, 100 * result->async_snapshot_s / result->save_s);
+        m.async_stall_s, 100 * m.async_stall_s / m.save_s, m.async_snapshot_s,
+        100 * m.async_snapshot_s / m.save_s);
   }
   std::cout << out.dump() << "\n";
   return 0;
