@@ -48,7 +48,7 @@ std::vector<std::vector<float>> MakeTensors(uint64_t total_bytes) {
 absl::StatusOr<double> RawWrite(const std::string& path, absl::Span<const TensorToSave> tensors) {
   const absl::Time start = absl::Now();
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("creating ", path));
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("creating ", path));
   for (const TensorToSave& tensor : tensors) {
     const char* bytes = static_cast<const char*>(tensor.data.data());
     for (size_t done = 0; done < tensor.data.size_bytes();) {
@@ -56,19 +56,19 @@ absl::StatusOr<double> RawWrite(const std::string& path, absl::Span<const Tensor
           write(fd, bytes + done, std::min(kIoBytes, tensor.data.size_bytes() - done));
       if (n < 0) {
         close(fd);
-        return ErrnoToStatus(errno, absl::StrCat("writing ", path));
+        return ErrnoStatus(errno, absl::StrCat("writing ", path));
       }
       done += static_cast<size_t>(n);
     }
   }
-  if (fsync(fd) != 0 || close(fd) != 0) return ErrnoToStatus(errno, absl::StrCat("syncing ", path));
+  if (fsync(fd) != 0 || close(fd) != 0) return ErrnoStatus(errno, absl::StrCat("syncing ", path));
   return SecondsSince(start);
 }
 
 absl::StatusOr<double> RawRead(const std::string& path, std::vector<std::vector<float>>& out) {
   const absl::Time start = absl::Now();
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("opening ", path));
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", path));
   for (auto& tensor : out) {
     char* bytes = reinterpret_cast<char*>(tensor.data());
     const size_t size = tensor.size() * sizeof(float);
@@ -76,7 +76,7 @@ absl::StatusOr<double> RawRead(const std::string& path, std::vector<std::vector<
       const ssize_t n = read(fd, bytes + done, std::min(kIoBytes, size - done));
       if (n <= 0) {
         close(fd);
-        return n < 0 ? ErrnoToStatus(errno, absl::StrCat("reading ", path))
+        return n < 0 ? ErrnoStatus(errno, absl::StrCat("reading ", path))
                      : absl::DataLossError(absl::StrCat(path, " is short"));
       }
       done += static_cast<size_t>(n);

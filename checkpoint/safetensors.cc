@@ -124,18 +124,18 @@ bool IsValidUtf8(absl::string_view text) {
   return true;
 }
 
-// potluck::ErrnoToStatus is spelled out in this file: with an
-// absl::string_view argument, lookup also finds absl::ErrnoToStatus.
+// potluck::ErrnoStatus is spelled out in this file: with an
+// absl::string_view argument, lookup also finds absl::ErrnoStatus.
 absl::Status WriteAll(int fd, const void* data, size_t size_bytes, absl::string_view context) {
   const auto* bytes = static_cast<const uint8_t*>(data);
   while (size_bytes > 0) {
     const ssize_t written = ::write(fd, bytes, size_bytes);
     if (written < 0) {
       if (errno == EINTR) continue;
-      return potluck::ErrnoToStatus(errno, context);
+      return potluck::ErrnoStatus(errno, context);
     }
     if (written == 0)
-      return potluck::ErrnoToStatus(EIO, absl::StrCat(context, ": write made no progress"));
+      return potluck::ErrnoStatus(EIO, absl::StrCat(context, ": write made no progress"));
     bytes += written;
     size_bytes -= static_cast<size_t>(written);
   }
@@ -150,7 +150,7 @@ absl::Status PreadAll(int fd, void* out, size_t size_bytes, uint64_t offset,
     const ssize_t got = ::pread(fd, bytes, size_bytes, static_cast<off_t>(offset));
     if (got < 0) {
       if (errno == EINTR) continue;
-      return potluck::ErrnoToStatus(errno, context);
+      return potluck::ErrnoStatus(errno, context);
     }
     if (got == 0) {
       return absl::DataLossError(absl::StrCat(context, ": the file ends at byte ", offset, ", ",
@@ -173,9 +173,9 @@ std::string DirectoryOf(const std::string& path) {
 // Makes a rename in `directory` durable.
 absl::Status SyncDirectory(const std::string& directory) {
   const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return potluck::ErrnoToStatus(errno, absl::StrCat("opening directory ", directory));
+  if (fd < 0) return potluck::ErrnoStatus(errno, absl::StrCat("opening directory ", directory));
   absl::Status status;
-  if (::fsync(fd) != 0) status = potluck::ErrnoToStatus(errno, absl::StrCat("fsync ", directory));
+  if (::fsync(fd) != 0) status = potluck::ErrnoStatus(errno, absl::StrCat("fsync ", directory));
   ::close(fd);
   return status;
 }
@@ -396,7 +396,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
 
   const std::string temp_path = path + ".tmp";
   const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return potluck::ErrnoToStatus(errno, absl::StrCat("creating ", temp_path));
+  if (fd < 0) return potluck::ErrnoStatus(errno, absl::StrCat("creating ", temp_path));
   // From here on the writer's destructor removes the temporary file.
   std::unique_ptr<SafetensorsWriter> writer(
       new SafetensorsWriter(path, std::move(entries), offset, fd));
@@ -458,14 +458,14 @@ absl::Status SafetensorsWriter::Finish() {
         data_size_bytes_, " missing in all)"));
   }
   absl::Status status;
-  if (::fsync(fd_) != 0) status = potluck::ErrnoToStatus(errno, absl::StrCat("fsync ", temp_path_));
+  if (::fsync(fd_) != 0) status = potluck::ErrnoStatus(errno, absl::StrCat("fsync ", temp_path_));
   // close() can report a failed write-back (e.g. on NFS).
   if (::close(fd_) != 0 && status.ok()) {
-    status = potluck::ErrnoToStatus(errno, absl::StrCat("closing ", temp_path_));
+    status = potluck::ErrnoStatus(errno, absl::StrCat("closing ", temp_path_));
   }
   fd_ = -1;
   if (status.ok() && ::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    status = potluck::ErrnoToStatus(errno, absl::StrCat("renaming ", temp_path_, " to ", path_));
+    status = potluck::ErrnoStatus(errno, absl::StrCat("renaming ", temp_path_, " to ", path_));
   }
   if (!status.ok()) {
     Abandon();
@@ -486,7 +486,7 @@ SafetensorsReader::~SafetensorsReader() { ::close(fd_); }
 absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
     const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return potluck::ErrnoToStatus(errno, absl::StrCat("opening ", path));
+  if (fd < 0) return potluck::ErrnoStatus(errno, absl::StrCat("opening ", path));
   // Owns fd from here on, also on the error paths.
   std::unique_ptr<SafetensorsReader> reader(new SafetensorsReader(path, fd));
   RETURN_IF_ERROR(reader->LoadHeader());
@@ -498,7 +498,7 @@ absl::Status SafetensorsReader::LoadHeader() {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": ", reason...));
   };
   struct stat info;
-  if (::fstat(fd_, &info) != 0) return potluck::ErrnoToStatus(errno, absl::StrCat("stat ", path_));
+  if (::fstat(fd_, &info) != 0) return potluck::ErrnoStatus(errno, absl::StrCat("stat ", path_));
   if (!S_ISREG(info.st_mode)) return invalid("not a regular file");
   const auto file_size = static_cast<uint64_t>(info.st_size);
   if (file_size < kLengthPrefixBytes) {

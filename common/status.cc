@@ -79,7 +79,7 @@ absl::StatusCode CodeForErrno(int errno_value) {
 
 }  // namespace
 
-absl::Status ErrnoToStatus(int errno_value, absl::string_view context) {
+absl::Status ErrnoStatus(int errno_value, absl::string_view context) {
   const absl::StatusCode code = CodeForErrno(errno_value);
   if (code == absl::StatusCode::kOk) return absl::OkStatus();
   char buffer[256];

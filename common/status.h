@@ -20,9 +20,9 @@
 namespace potluck {
 
 // Converts an errno value into a Status with a canonical code, e.g.
-// ErrnoToStatus(ENOSPC, "writing /ckpt/000042.blob") is kResourceExhausted
+// ErrnoStatus(ENOSPC, "writing /ckpt/000042.blob") is kResourceExhausted
 // "writing /ckpt/000042.blob: No space left on device".
-absl::Status ErrnoToStatus(int errno_value, absl::string_view context);
+absl::Status ErrnoStatus(int errno_value, absl::string_view context);
 
 // Returns `status` with `context` prefixed to its message ("context: message"),
 // keeping the code. OK stays OK.

@@ -50,16 +50,16 @@ TEST(StatusMacros, AssignOrReturnUnwrapsOrPropagates) {
   EXPECT_EQ(Quarter(5).status().message(), "odd");
 }
 
-TEST(ErrnoToStatus, MapsToCanonicalCodesWithContext) {
-  const absl::Status full = ErrnoToStatus(ENOSPC, "writing chunk 3");
+TEST(ErrnoStatus, MapsToCanonicalCodesWithContext) {
+  const absl::Status full = ErrnoStatus(ENOSPC, "writing chunk 3");
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(full.message(), "writing chunk 3: No space left on device");
-  EXPECT_EQ(ErrnoToStatus(ECONNRESET, "rank 2").code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(ErrnoToStatus(ETIMEDOUT, "x").code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_EQ(ErrnoToStatus(ENOENT, "x").code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(ErrnoToStatus(EACCES, "x").code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(ErrnoToStatus(EIO, "x").code(), absl::StatusCode::kDataLoss);
-  EXPECT_TRUE(ErrnoToStatus(0, "x").ok());
+  EXPECT_EQ(ErrnoStatus(ECONNRESET, "rank 2").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ErrnoStatus(ETIMEDOUT, "x").code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(ErrnoStatus(ENOENT, "x").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ErrnoStatus(EACCES, "x").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ErrnoStatus(EIO, "x").code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ErrnoStatus(0, "x").ok());
 }
 
 TEST(Annotate, PrefixesContextAndKeepsTheCode) {

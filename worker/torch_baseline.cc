@@ -30,7 +30,7 @@ absl::StatusOr<std::pair<double, double>> TorchSaveLoadSeconds(
     const absl::Time save_start = absl::Now();
     torch::save(originals, path);
     const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) return ErrnoToStatus(errno, absl::StrCat("syncing ", path));
+    if (fd < 0 || fsync(fd) != 0) return ErrnoStatus(errno, absl::StrCat("syncing ", path));
     close(fd);
     const double save_s = absl::ToDoubleSeconds(absl::Now() - save_start);
     DropFromPageCache(path);

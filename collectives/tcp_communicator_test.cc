@@ -1,0 +1,368 @@
+#include "collectives/tcp_communicator.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/notification.h"
+
+namespace potluck {
+namespace {
+
+constexpr char kSecret[] = "generation-secret";
+
+absl::Time In(absl::Duration duration) { return absl::Now() + duration; }
+
+// Ranks as threads in one process, gloo-style: each connects through a shared
+// in-memory store and runs `body`. Communicators are destroyed only after
+// every rank's body returned, as a job would tear its group down.
+void RunGroup(int world_size, const std::function<void(Communicator&)>& body,
+              AlgorithmOptions algorithms = {}, uint64_t generation = 1) {
+  InMemoryRendezvousStore store;
+  absl::BlockingCounter finished(world_size);
+  absl::Notification all_finished;
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < world_size; ++rank) {
+    ranks.emplace_back([&, rank] {
+      TcpTransportOptions options;
+      options.rank = rank;
+      options.world_size = world_size;
+      options.generation = generation;
+      options.secret = kSecret;
+      auto communicator =
+          ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)), algorithms);
+      if (communicator.ok()) {
+        body(**communicator);
+      } else {
+        ADD_FAILURE() << "rank " << rank << ": " << communicator.status();
+      }
+      finished.DecrementCount();
+      all_finished.WaitForNotification();
+    });
+  }
+  finished.Wait();
+  all_finished.Notify();
+  for (std::thread& rank : ranks) rank.join();
+}
+
+template <typename T>
+T FromDouble(double value) {
+  if constexpr (std::is_same_v<T, Float16>) return ToFloat16(static_cast<float>(value));
+  if constexpr (std::is_same_v<T, BFloat16>) return ToBFloat16(static_cast<float>(value));
+  if constexpr (!std::is_same_v<T, Float16> && !std::is_same_v<T, BFloat16>) {
+    return static_cast<T>(value);
+  }
+}
+
+template <typename T>
+double ToDouble(T value) {
+  if constexpr (std::is_same_v<T, Float16> || std::is_same_v<T, BFloat16>) {
+    return ToFloat(value);
+  } else {
+    return static_cast<double>(value);
+  }
+}
+
+struct Shape {
+  int world_size;
+  size_t count;
+};
+
+class AllReduceTest : public ::testing::TestWithParam<Shape> {};
+
+// Exact small integers, so every dtype (bfloat16 too) can represent the sum.
+template <typename T>
+void CheckSum(const Shape& shape, AlgorithmOptions algorithms) {
+  RunGroup(
+      shape.world_size,
+      [&](Communicator& communicator) {
+        std::vector<T> data(shape.count);
+        for (size_t i = 0; i < data.size(); ++i) {
+          data[i] = FromDouble<T>((communicator.rank() + 1) * double(i % 7 + 1));
+        }
+        ASSERT_TRUE(communicator
+                        .AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kSum,
+                                   In(absl::Seconds(20)))
+                        .ok());
+        const double ranks = shape.world_size * (shape.world_size + 1) / 2.0;
+        for (size_t i = 0; i < data.size(); ++i) {
+          ASSERT_EQ(ToDouble(data[i]), ranks * double(i % 7 + 1))
+              << DTypeName(DTypeOf<T>()) << " element " << i << " rank " << communicator.rank();
+        }
+      },
+      algorithms);
+}
+
+TEST_P(AllReduceTest, SumsEveryDType) {
+  AlgorithmOptions small_segments;
+  small_segments.segment_bytes = 4096;  // many frames per block: exercises the pipeline
+  CheckSum<float>(GetParam(), small_segments);
+  CheckSum<double>(GetParam(), {});
+  CheckSum<int32_t>(GetParam(), small_segments);
+  CheckSum<int64_t>(GetParam(), {});
+  CheckSum<Float16>(GetParam(), small_segments);
+  CheckSum<BFloat16>(GetParam(), {});
+}
+
+// Random floats: the sum depends on the order of additions, and every rank
+// must still end with the same bits.
+TEST_P(AllReduceTest, EveryRankEndsWithTheSameBits) {
+  const Shape shape = GetParam();
+  std::vector<std::vector<float>> results(shape.world_size);
+  RunGroup(shape.world_size, [&](Communicator& communicator) {
+    std::mt19937 rng(communicator.rank() + 1);
+    std::normal_distribution<float> normal;
+    std::vector<float> data(shape.count);
+    for (float& value : data) value = normal(rng);
+    ASSERT_TRUE(communicator
+                    .AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kAverage,
+                               In(absl::Seconds(20)))
+                    .ok());
+    results[communicator.rank()] = data;
+  });
+  for (int rank = 1; rank < shape.world_size; ++rank) {
+    ASSERT_EQ(std::memcmp(results[rank].data(), results[0].data(), shape.count * sizeof(float)), 0)
+        << "rank " << rank;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizesAndLengths, AllReduceTest,
+                         ::testing::Values(Shape{1, 100}, Shape{2, 1}, Shape{2, 1000},
+                                           Shape{2, 100000}, Shape{3, 5}, Shape{3, 100003},
+                                           Shape{4, 1000}, Shape{4, 300000}, Shape{5, 17},
+                                           Shape{5, 70001}, Shape{8, 3}, Shape{8, 80000}),
+                         [](const ::testing::TestParamInfo<Shape>& test) {
+                           return absl::StrCat("n", test.param.world_size, "_count",
+                                               test.param.count);
+                         });
+
+TEST(TcpCommunicator, WeightedAverageWeighsContributions) {
+  RunGroup(3, [](Communicator& communicator) {
+    // Rank r contributes value r+1 with weight r+1: (1 + 4 + 9) / 6.
+    std::vector<double> data(70000, communicator.rank() + 1.0);
+    ASSERT_TRUE(communicator
+                    .AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kWeightedAverage,
+                               In(absl::Seconds(20)), communicator.rank() + 1.0)
+                    .ok());
+    for (double value : data) ASSERT_DOUBLE_EQ(value, 14.0 / 6.0);
+    std::vector<float> zero_weight(4, 1.0f);
+    EXPECT_EQ(communicator
+                  .AllReduce(TensorView::Of(zero_weight.data(), 4), ReduceOp::kWeightedAverage,
+                             In(absl::Seconds(20)), 0.0)
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+  });
+}
+
+TEST(TcpCommunicator, ReduceScatterLeavesEachRankItsBlock) {
+  RunGroup(4, [](Communicator& communicator) {
+    std::vector<int64_t> data(4 * 1000);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = int64_t(i) * (communicator.rank() + 1);
+    ASSERT_TRUE(communicator
+                    .ReduceScatter(TensorView::Of(data.data(), data.size()), ReduceOp::kSum,
+                                   In(absl::Seconds(20)))
+                    .ok());
+    for (size_t i = 0; i < 1000; ++i) {
+      const size_t index = communicator.rank() * 1000 + i;
+      ASSERT_EQ(data[index], int64_t(index) * 10);
+    }
+    std::vector<float> uneven(7);
+    EXPECT_EQ(
+        communicator
+            .ReduceScatter(TensorView::Of(uneven.data(), 7), ReduceOp::kSum, In(absl::Seconds(5)))
+            .code(),
+        absl::StatusCode::kInvalidArgument);
+  });
+}
+
+TEST(TcpCommunicator, AllGatherCollectsEveryBlock) {
+  RunGroup(5, [](Communicator& communicator) {
+    const size_t block = 33333;
+    std::vector<int32_t> data(5 * block, -1);
+    for (size_t i = 0; i < block; ++i) data[communicator.rank() * block + i] = communicator.rank();
+    ASSERT_TRUE(
+        communicator.AllGather(TensorView::Of(data.data(), data.size()), In(absl::Seconds(20)))
+            .ok());
+    for (size_t i = 0; i < data.size(); ++i) ASSERT_EQ(data[i], int32_t(i / block));
+  });
+}
+
+TEST(TcpCommunicator, BroadcastCopiesTheRootsBuffer) {
+  AlgorithmOptions small_segments;
+  small_segments.segment_bytes = 1000;
+  RunGroup(
+      4,
+      [](Communicator& communicator) {
+        for (int root = 0; root < 4; ++root) {
+          std::vector<float> data(12345, communicator.rank() == root ? float(root) + 0.5f : -1.0f);
+          ASSERT_TRUE(
+              communicator
+                  .Broadcast(TensorView::Of(data.data(), data.size()), root, In(absl::Seconds(20)))
+                  .ok());
+          for (float value : data) ASSERT_EQ(value, float(root) + 0.5f);
+        }
+        std::vector<float> data(4);
+        EXPECT_EQ(
+            communicator.Broadcast(TensorView::Of(data.data(), 4), 4, In(absl::Seconds(1))).code(),
+            absl::StatusCode::kInvalidArgument);
+      },
+      small_segments);
+}
+
+TEST(TcpCommunicator, BarrierWaitsForTheLastRank) {
+  std::atomic<int> entered{0};
+  std::atomic<bool> early{false};
+  RunGroup(3, [&](Communicator& communicator) {
+    if (communicator.rank() == 2) absl::SleepFor(absl::Milliseconds(200));
+    ++entered;
+    ASSERT_TRUE(communicator.Barrier(In(absl::Seconds(20))).ok());
+    if (entered != 3) early = true;
+  });
+  EXPECT_FALSE(early) << "a rank left the barrier before every rank entered it";
+}
+
+// Wraps a transport and kills it on its `die_at`-th exchange, as a crashed
+// NIC or process would: links shut, an error for the caller.
+class DyingTransport final : public Transport {
+ public:
+  DyingTransport(std::unique_ptr<Transport> inner, int die_at)
+      : inner_(std::move(inner)), die_at_(die_at) {}
+  int rank() const override { return inner_->rank(); }
+  int world_size() const override { return inner_->world_size(); }
+  absl::Status Exchange(const ExchangeSpec& spec, absl::Time deadline) override {
+    if (++exchanges_ >= die_at_) {
+      inner_->Close();
+      return absl::UnavailableError("injected: this rank's transport died");
+    }
+    return inner_->Exchange(spec, deadline);
+  }
+  void Abort() override { inner_->Abort(); }
+  void Close() override { inner_->Close(); }
+
+ private:
+  std::unique_ptr<Transport> inner_;
+  const int die_at_;
+  int exchanges_ = 0;
+};
+
+TEST(TcpCommunicatorFaults, TransportDyingMidAllReduceFailsEveryRankWithinTheDeadline) {
+  constexpr int kRanks = 4;
+  InMemoryRendezvousStore store;
+  std::vector<absl::Status> results(kRanks);
+  std::vector<absl::Duration> took(kRanks);
+  std::vector<std::thread> ranks;
+  const absl::Duration timeout = absl::Seconds(3);
+  for (int rank = 0; rank < kRanks; ++rank) {
+    ranks.emplace_back([&, rank] {
+      TcpTransportOptions options;
+      options.rank = rank;
+      options.world_size = kRanks;
+      options.generation = 7;
+      options.secret = kSecret;
+      auto transport = ConnectTcpTransport(&store, options, In(absl::Seconds(20)));
+      ASSERT_TRUE(transport.ok()) << transport.status();
+      std::unique_ptr<Transport> wrapped = std::move(*transport);
+      if (rank == 2) wrapped = std::make_unique<DyingTransport>(std::move(wrapped), 3);
+      AlgorithmOptions algorithms;
+      algorithms.segment_bytes = 64 << 10;
+      auto communicator = NewTransportCommunicator(std::move(wrapped), 7, algorithms);
+      std::vector<float> data(4 << 20, 1.0f);  // 16 MiB: many frames in flight
+      const absl::Time start = absl::Now();
+      results[rank] = communicator->AllReduce(TensorView::Of(data.data(), data.size()),
+                                              ReduceOp::kSum, start + timeout);
+      took[rank] = absl::Now() - start;
+      // Dead from now on, naming the first error.
+      const absl::Status again =
+          communicator->AllReduce(TensorView::Of(data.data(), 1), ReduceOp::kSum, In(timeout));
+      EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+  for (int rank = 0; rank < kRanks; ++rank) {
+    EXPECT_FALSE(results[rank].ok()) << "rank " << rank;
+    EXPECT_TRUE(absl::IsUnavailable(results[rank]) || absl::IsDeadlineExceeded(results[rank]))
+        << results[rank];
+    EXPECT_LT(took[rank], timeout + absl::Seconds(1)) << "rank " << rank;
+  }
+  EXPECT_NE(results[2].message().find("injected"), absl::string_view::npos);
+}
+
+TEST(TcpCommunicatorFaults, StalledPeerIsDeadlineExceededNotAHang) {
+  InMemoryRendezvousStore store;
+  std::vector<std::thread> ranks;
+  absl::Status result;
+  absl::Duration took;
+  absl::Notification done;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      TcpTransportOptions options;
+      options.rank = rank;
+      options.world_size = 2;
+      options.secret = kSecret;
+      auto communicator = ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)));
+      ASSERT_TRUE(communicator.ok());
+      if (rank == 1) {  // joins, then never calls the collective
+        done.WaitForNotification();
+        return;
+      }
+      std::vector<float> data(1000, 1.0f);
+      const absl::Time start = absl::Now();
+      result = (*communicator)
+                   ->AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kSum,
+                               start + absl::Milliseconds(500));
+      took = absl::Now() - start;
+      done.Notify();
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+  EXPECT_EQ(result.code(), absl::StatusCode::kDeadlineExceeded) << result;
+  EXPECT_GE(took, absl::Milliseconds(500));
+  EXPECT_LT(took, absl::Milliseconds(1500));
+}
+
+TEST(TcpCommunicatorFaults, AbortFromAnotherThreadEndsAPendingCall) {
+  InMemoryRendezvousStore store;
+  std::vector<std::thread> ranks;
+  absl::Notification done;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      TcpTransportOptions options;
+      options.rank = rank;
+      options.world_size = 2;
+      options.secret = kSecret;
+      auto communicator = ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)));
+      ASSERT_TRUE(communicator.ok());
+      if (rank == 1) {
+        done.WaitForNotification();
+        return;
+      }
+      std::thread aborter([&] {
+        absl::SleepFor(absl::Milliseconds(100));
+        (*communicator)->Abort();
+      });
+      std::vector<float> data(1000, 1.0f);
+      const absl::Time start = absl::Now();
+      const absl::Status status = (*communicator)
+                                      ->AllReduce(TensorView::Of(data.data(), data.size()),
+                                                  ReduceOp::kSum, In(absl::Seconds(30)));
+      EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
+      EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+      EXPECT_EQ((*communicator)->Barrier(In(absl::Seconds(1))).code(), absl::StatusCode::kAborted);
+      aborter.join();
+      done.Notify();
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+}
+
+}  // namespace
+}  // namespace potluck
