@@ -12,8 +12,8 @@ packages=(
   g++ cmake ninja-build pkg-config git
   # RPC, serialization and the shared C++ base
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
-  # checkpoints and checksums
-  librocksdb-dev libxxhash-dev
+  # checkpoints and checksums; OpenSSL for the collectives' link authentication
+  librocksdb-dev libxxhash-dev libssl-dev
   # small libraries that save hand-written code
   nlohmann-json3-dev libcli11-dev
   # model code (worker/ only); OpenBLAS so libtorch does not fall back to the
