@@ -1,0 +1,120 @@
+// NCCL tests need a GPU (two for the two-rank test) and skip, visibly,
+// without one; tests/gpu/run.sh runs them on a machine that has GPUs.
+#include "collectives/nccl_communicator.h"
+
+#include <cuda_runtime_api.h>
+
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/gpu_test_util.h"
+
+namespace potluck {
+namespace {
+
+absl::Time In(absl::Duration duration) { return absl::Now() + duration; }
+
+// A float buffer on a GPU.
+class DeviceFloats {
+ public:
+  DeviceFloats(int device, const std::vector<float>& values)
+      : device_(device), count_(values.size()) {
+    cudaSetDevice(device);
+    EXPECT_EQ(cudaMalloc(&data_, count_ * sizeof(float)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(data_, values.data(), count_ * sizeof(float), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  ~DeviceFloats() { cudaFree(data_); }
+  TensorView view() const {
+    return TensorView(data_, DType::kFloat32, count_, Device::Cuda(device_));
+  }
+  std::vector<float> Read() const {
+    std::vector<float> out(count_);
+    cudaSetDevice(device_);
+    EXPECT_EQ(cudaMemcpy(out.data(), data_, count_ * sizeof(float), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    return out;
+  }
+
+ private:
+  const int device_;
+  const size_t count_;
+  void* data_ = nullptr;
+};
+
+TEST(NcclCommunicator, WithoutAGpuIsAClearError) {
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a GPU is present; " << DescribeGpus();
+  InMemoryRendezvousStore store;
+  auto communicator = ConnectNcclCommunicator(&store, {}, In(absl::Seconds(1)));
+  EXPECT_EQ(communicator.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(communicator.status().message().find("needs GPU 0"), absl::string_view::npos);
+}
+
+TEST(NcclCommunicator, OneRankRunsEveryCollectiveOnTheDevice) {
+  POTLUCK_SKIP_WITHOUT_GPU(1);
+  InMemoryRendezvousStore store;
+  auto communicator = ConnectNcclCommunicator(&store, {}, In(absl::Seconds(60)));
+  ASSERT_TRUE(communicator.ok()) << communicator.status();
+  DeviceFloats data(0, {1, 2, 3, 4});
+  ASSERT_TRUE((*communicator)->AllReduce(data.view(), ReduceOp::kSum, In(absl::Seconds(30))).ok());
+  EXPECT_EQ(data.Read(), (std::vector<float>{1, 2, 3, 4}));
+  ASSERT_TRUE((*communicator)
+                  ->AllReduce(data.view(), ReduceOp::kWeightedAverage, In(absl::Seconds(30)), 2.0)
+                  .ok());
+  EXPECT_EQ(data.Read(), (std::vector<float>{1, 2, 3, 4}));
+  ASSERT_TRUE((*communicator)->Broadcast(data.view(), 0, In(absl::Seconds(30))).ok());
+  ASSERT_TRUE((*communicator)->AllGather(data.view(), In(absl::Seconds(30))).ok());
+  ASSERT_TRUE(
+      (*communicator)->ReduceScatter(data.view(), ReduceOp::kSum, In(absl::Seconds(30))).ok());
+  ASSERT_TRUE((*communicator)->Barrier(In(absl::Seconds(30))).ok());
+  EXPECT_EQ(data.Read(), (std::vector<float>{1, 2, 3, 4}));
+  std::vector<float> host(4);
+  EXPECT_EQ((*communicator)
+                ->AllReduce(TensorView::Of(host.data(), 4), ReduceOp::kSum, In(absl::Seconds(1)))
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The watchdog: a rank that never shows up turns into kDeadlineExceeded at
+// the deadline, and NCCL is aborted instead of hanging in its bootstrap.
+TEST(NcclCommunicator, MissingRankIsDeadlineExceeded) {
+  POTLUCK_SKIP_WITHOUT_GPU(1);
+  InMemoryRendezvousStore store;
+  NcclOptions options;
+  options.world_size = 2;
+  options.generation = 5;
+  const absl::Time start = absl::Now();
+  auto communicator = ConnectNcclCommunicator(&store, options, start + absl::Seconds(3));
+  EXPECT_EQ(communicator.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << communicator.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8));
+}
+
+TEST(NcclCommunicator, TwoRanksOnTwoGpusAverage) {
+  POTLUCK_SKIP_WITHOUT_GPU(2);
+  InMemoryRendezvousStore store;
+  std::vector<std::vector<float>> results(2);
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      NcclOptions options;
+      options.rank = rank;
+      options.world_size = 2;
+      options.device = rank;
+      auto communicator = ConnectNcclCommunicator(&store, options, In(absl::Seconds(60)));
+      ASSERT_TRUE(communicator.ok()) << communicator.status();
+      DeviceFloats data(rank, std::vector<float>(1 << 20, float(rank * 2)));
+      ASSERT_TRUE(
+          (*communicator)->AllReduce(data.view(), ReduceOp::kAverage, In(absl::Seconds(30))).ok());
+      results[rank] = data.Read();
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+  EXPECT_EQ(results[0], std::vector<float>(1 << 20, 1.0f));
+  EXPECT_EQ(results[1], results[0]);
+}
+
+}  // namespace
+}  // namespace potluck
