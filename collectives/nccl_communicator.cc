@@ -128,10 +128,25 @@ class NcclCommunicator final : public Communicator {
         return absl::InvalidArgumentError(
             absl::StrCat("weighted average with total weight ", total));
       }
-      double factor = weight / total;
+      // The scalar must have the reduction's own type.
+      const double factor = weight / total;
+      union {
+        float f32;
+        double f64;
+        uint16_t bits;
+      } scalar{};
+      if (data.dtype() == DType::kFloat64) {
+        scalar.f64 = factor;
+      } else if (data.dtype() == DType::kFloat16) {
+        scalar.bits = FloatToHalfBits(static_cast<float>(factor));
+      } else if (data.dtype() == DType::kBFloat16) {
+        scalar.bits = FloatToBFloat16Bits(static_cast<float>(factor));
+      } else {
+        scalar.f32 = static_cast<float>(factor);
+      }
       ncclRedOp_t premul;
       RETURN_IF_ERROR(Finish(
-          FromNccl(ncclRedOpCreatePreMulSum(&premul, &factor, type, ncclScalarHostImmediate, comm_),
+          FromNccl(ncclRedOpCreatePreMulSum(&premul, &scalar, type, ncclScalarHostImmediate, comm_),
                    comm_, "creating the weighted sum"),
           "AllReduce"));
       const absl::Status status = Run("AllReduce", deadline, [&] {

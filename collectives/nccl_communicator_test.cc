@@ -63,7 +63,7 @@ TEST(NcclCommunicator, OneRankRunsEveryCollectiveOnTheDevice) {
   ASSERT_TRUE((*communicator)
                   ->AllReduce(data.view(), ReduceOp::kWeightedAverage, In(absl::Seconds(30)), 2.0)
                   .ok());
-  EXPECT_EQ(data.Read(), (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(data.Read(), (std::vector<float>{1, 2, 3, 4})) << "after the weighted average";
   ASSERT_TRUE((*communicator)->Broadcast(data.view(), 0, In(absl::Seconds(30))).ok());
   ASSERT_TRUE((*communicator)->AllGather(data.view(), In(absl::Seconds(30))).ok());
   ASSERT_TRUE(
