@@ -1,17 +1,26 @@
 #include "cli/bench_command.h"
 
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 #include "checkpoint/checkpoint_bench.h"
+#include "collectives/allreduce_bench.h"
 
 #ifdef POTLUCK_WITH_TORCH
 #include "worker/torch_baseline.h"
@@ -108,6 +117,185 @@ int RunCheckpoint(const CheckpointBenchArgs& args) {
   return 0;
 }
 
+struct AllreduceArgs {
+  std::vector<std::string> backends = {"tcp", "gloo", "mpi"};
+  int ranks = 4;
+  std::vector<uint64_t> sizes = {4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20};
+  int rounds = 2;
+  bool json = false;
+  // allreduce-rank only
+  std::string backend;
+  int rank = 0;
+  std::string store;
+};
+
+std::string SizesFlag(const std::vector<uint64_t>& sizes) { return absl::StrJoin(sizes, ","); }
+
+nlohmann::json PointJson(const AllreduceBenchPoint& point) {
+  return {{"backend", point.backend},
+          {"algorithm", point.algorithm},
+          {"bytes", point.bytes},
+          {"ranks", point.ranks},
+          {"iterations", point.iterations},
+          {"time_us", point.seconds * 1e6},
+          {"algbw_gbps", point.algbw_gbps()},
+          {"busbw_gbps", point.busbw_gbps()}};
+}
+
+// One rank process: prints rank 0's points as JSON lines.
+int RunAllreduceRank(const AllreduceArgs& args) {
+  AllreduceBenchRank rank;
+  rank.backend = args.backend;
+  rank.rank = args.rank;
+  rank.world_size = args.ranks;
+  rank.store_dir = args.store;
+  rank.sizes_bytes = args.sizes;
+  const absl::StatusOr<std::vector<AllreduceBenchPoint>> points = RunAllreduceBenchRank(rank);
+  if (!points.ok()) {
+    std::cerr << "potluck bench allreduce-rank " << args.backend << " rank " << args.rank << ": "
+              << points.status() << "\n";
+    return 2;
+  }
+  for (const AllreduceBenchPoint& point : *points) std::cout << PointJson(point).dump() << "\n";
+  return 0;
+}
+
+std::string SelfPath() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
+// Runs one backend's rank processes; returns rank 0's output.
+absl::StatusOr<std::string> LaunchRanks(const AllreduceArgs& args, const std::string& backend) {
+  std::string pattern = std::filesystem::temp_directory_path().string() + "/potluck-ar-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) return absl::UnavailableError("mkdtemp failed");
+  const std::string store = pattern;
+  const std::string self = SelfPath();
+  std::vector<std::string> common = {
+      "bench",   "allreduce-rank",           "--backend", backend, "--sizes", SizesFlag(args.sizes),
+      "--ranks", std::to_string(args.ranks), "--store",   store};
+  std::vector<std::vector<std::string>> commands;
+  if (backend == "mpi") {
+    std::vector<std::string> command = {"mpirun",
+                                        "--oversubscribe",
+                                        "--bind-to",
+                                        "none",
+                                        "--mca",
+                                        "btl",
+                                        "tcp,self",
+                                        "--mca",
+                                        "btl_tcp_if_include",
+                                        "lo",
+                                        "-np",
+                                        std::to_string(args.ranks),
+                                        self};
+    command.insert(command.end(), common.begin(), common.end());
+    commands.push_back(command);
+  } else {
+    for (int rank = 0; rank < args.ranks; ++rank) {
+      std::vector<std::string> command = {self};
+      command.insert(command.end(), common.begin(), common.end());
+      command.push_back("--rank");
+      command.push_back(std::to_string(rank));
+      commands.push_back(command);
+    }
+  }
+  int output[2];
+  if (pipe(output) != 0) return absl::UnavailableError("pipe failed");
+  std::vector<pid_t> children;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      if (i == 0) {
+        dup2(output[1], STDOUT_FILENO);
+      } else {
+        freopen("/dev/null", "w", stdout);
+      }
+      close(output[0]);
+      close(output[1]);
+      setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+      setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+      std::vector<char*> argv;
+      for (const std::string& arg : commands[i]) argv.push_back(const_cast<char*>(arg.c_str()));
+      argv.push_back(nullptr);
+      execvp(argv[0], argv.data());
+      _exit(127);
+    }
+    children.push_back(pid);
+  }
+  close(output[1]);
+  std::string text;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(output[0], buffer, sizeof(buffer))) > 0) text.append(buffer, n);
+  close(output[0]);
+  bool failed = false;
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+  }
+  std::filesystem::remove_all(store);
+  if (failed) return absl::UnavailableError(absl::StrCat("the ", backend, " ranks failed"));
+  return text;
+}
+
+int RunAllreduce(const AllreduceArgs& args) {
+  // (backend, bytes) -> points over rounds
+  std::map<std::pair<std::string, uint64_t>, std::vector<AllreduceBenchPoint>> runs;
+  for (int round = 0; round < args.rounds; ++round) {
+    for (const std::string& backend : args.backends) {
+      absl::StatusOr<std::string> output = LaunchRanks(args, backend);
+      if (!output.ok()) {
+        std::cerr << "potluck bench allreduce: " << output.status() << "\n";
+        return 2;
+      }
+      for (absl::string_view line : absl::StrSplit(*output, '\n', absl::SkipEmpty())) {
+        const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_discarded()) continue;
+        AllreduceBenchPoint point{j["backend"], j["algorithm"],  j["bytes"],
+                                  j["ranks"],   j["iterations"], j["time_us"].get<double>() / 1e6};
+        runs[{backend, point.bytes}].push_back(point);
+      }
+    }
+  }
+  auto median = [](std::vector<AllreduceBenchPoint> points) {
+    std::sort(points.begin(), points.end(),
+              [](const auto& a, const auto& b) { return a.seconds < b.seconds; });
+    return points[points.size() / 2];  // upper median for even counts
+  };
+  if (!args.json) {
+    std::cout << absl::StrFormat(
+        "all-reduce of float32, %d ranks on loopback, median of %d rounds "
+        "(busbw = algbw * 2(n-1)/n)\n",
+        args.ranks, args.rounds);
+    std::cout << absl::StrFormat("  %10s  %-5s %-24s %12s %10s %10s\n", "bytes", "", "algorithm",
+                                 "time", "algbw", "busbw");
+  }
+  for (uint64_t bytes : args.sizes) {
+    std::map<std::string, AllreduceBenchPoint> at_size;
+    for (const std::string& backend : args.backends) {
+      auto found = runs.find({backend, bytes});
+      if (found == runs.end()) continue;
+      const AllreduceBenchPoint point = median(found->second);
+      at_size[backend] = point;
+      if (args.json) {
+        std::cout << PointJson(point).dump() << "\n";
+      } else {
+        std::cout << absl::StrFormat("  %10d  %-5s %-24s %9.1f us %5.2f GB/s %5.2f GB/s\n", bytes,
+                                     backend, point.algorithm, point.seconds * 1e6,
+                                     point.algbw_gbps(), point.busbw_gbps());
+      }
+    }
+    if (!args.json && at_size.count("tcp")) {
+      for (const char* other : {"gloo", "mpi"}) {
+        if (!at_size.count(other)) continue;
+        std::cout << absl::StrFormat("  %10s  tcp vs %s: busbw %.2fx, time %.2fx\n", "", other,
+                                     at_size["tcp"].busbw_gbps() / at_size[other].busbw_gbps(),
+                                     at_size["tcp"].seconds / at_size[other].seconds);
+      }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
@@ -124,6 +312,30 @@ CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
       ->check(CLI::ExistingDirectory);
   checkpoint->add_flag("--json", args->json, "Print only the JSON line");
   checkpoint->callback([args, exit_code] { *exit_code = RunCheckpoint(*args); });
+
+  auto allreduce_args = std::make_shared<AllreduceArgs>();
+  CLI::App* allreduce = bench->add_subcommand(
+      "allreduce", "All-reduce time, algbw and busbw: potluck tcp vs Gloo vs OpenMPI, same run");
+  allreduce->add_option("--backends", allreduce_args->backends, "Any of tcp, gloo, mpi")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"tcp", "gloo", "mpi"}));
+  allreduce->add_option("--ranks", allreduce_args->ranks, "Rank processes")
+      ->check(CLI::Range(2, 64));
+  allreduce->add_option("--sizes", allreduce_args->sizes, "Message sizes in bytes")->delimiter(',');
+  allreduce->add_option("--rounds", allreduce_args->rounds, "Rounds (medians are reported)")
+      ->check(CLI::Range(1, 20));
+  allreduce->add_flag("--json", allreduce_args->json, "One JSON object per (backend, size)");
+  allreduce->callback([allreduce_args, exit_code] { *exit_code = RunAllreduce(*allreduce_args); });
+
+  // One rank of the above, started by it (not for people to call).
+  CLI::App* rank = bench->add_subcommand("allreduce-rank", "");
+  rank->group("");  // hidden from --help
+  rank->add_option("--backend", allreduce_args->backend)->required();
+  rank->add_option("--rank", allreduce_args->rank);
+  rank->add_option("--ranks", allreduce_args->ranks);
+  rank->add_option("--sizes", allreduce_args->sizes)->delimiter(',');
+  rank->add_option("--store", allreduce_args->store);
+  rank->callback([allreduce_args, exit_code] { *exit_code = RunAllreduceRank(*allreduce_args); });
   return bench;
 }
 

@@ -14,6 +14,9 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   # checkpoints and checksums; OpenSSL for the collectives' link authentication
   librocksdb-dev libxxhash-dev libssl-dev
+  # collectives over MPI (tests run mpirun --oversubscribe); Gloo is the
+  # same-run baseline of `potluck bench allreduce`
+  libopenmpi-dev openmpi-bin libgloo-dev
   # small libraries that save hand-written code
   nlohmann-json3-dev libcli11-dev
   # model code (worker/ only); OpenBLAS so libtorch does not fall back to the
