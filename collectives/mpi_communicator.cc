@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
+#include "collectives/internal/checks.h"
 #include "common/check.h"
 #include "common/dtype.h"
 #include "common/status.h"
@@ -418,12 +419,7 @@ class MpiCommunicator final : public Communicator {
 
   // `data.count()` split into world_size equal blocks: the block's count.
   absl::StatusOr<size_t> BlockCount(TensorView data, absl::string_view context) const {
-    if (data.count() % static_cast<size_t>(world_size_) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(context, ": ", data.count(),
-                                                     " elements do not split into ", world_size_,
-                                                     " equal blocks"));
-    }
-    return data.count() / static_cast<size_t>(world_size_);
+    return collectives_internal::EqualBlockCount(data.count(), world_size_, context);
   }
 
   // The MPI_Op that sums `dtype`, after checking that `op` applies to it.

@@ -10,12 +10,15 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
+#include "collectives/internal/checks.h"
 #include "common/gpu.h"
 #include "common/status.h"
 
 namespace potluck {
 
 namespace {
+
+namespace cw = collectives_internal;
 
 absl::Status FromCuda(cudaError_t error, absl::string_view what) {
   if (error == cudaSuccess) return absl::OkStatus();
@@ -205,8 +208,7 @@ class NcclCommunicator final : public Communicator {
   absl::Status Usable(absl::string_view call) const {
     if (aborted_) return absl::AbortedError(absl::StrCat(call, ": the communicator was aborted"));
     if (!first_error_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(call, ": the communicator is dead since: ", first_error_.ToString()));
+      return cw::DeadCommunicatorError(call, first_error_);
     }
     return absl::OkStatus();
   }
@@ -222,11 +224,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   absl::Status CheckBlocks(TensorView data, absl::string_view call) const {
-    if (data.count() % world_size() != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          call, ": ", data.count(), " elements do not split into ", world_size(), " equal blocks"));
-    }
-    return absl::OkStatus();
+    return cw::EqualBlockCount(data.count(), world_size(), call).status();
   }
 
   absl::Status Finish(absl::Status status, absl::string_view call) {
@@ -282,10 +280,7 @@ class NcclCommunicator final : public Communicator {
 absl::StatusOr<std::unique_ptr<Communicator>> ConnectNcclCommunicator(RendezvousStore* store,
                                                                       const NcclOptions& options,
                                                                       absl::Time deadline) {
-  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank ", options.rank, " of world size ", options.world_size));
-  }
+  RETURN_IF_ERROR(collectives_internal::ValidateRank(options.rank, options.world_size));
   if (CudaDeviceCount() <= options.device) {
     return absl::FailedPreconditionError(absl::StrCat("NCCL rank ", options.rank, " needs GPU ",
                                                       options.device, "; ", DescribeGpus()));

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
+#include "collectives/internal/checks.h"
 #include "collectives/internal/wire.h"
 #include "common/check.h"
 #include "common/status.h"
@@ -404,10 +405,7 @@ absl::StatusOr<int> ConnectAndHandshake(const TcpTransportOptions& options, int 
 absl::StatusOr<std::unique_ptr<Transport>> ConnectTcpTransport(RendezvousStore* store,
                                                                const TcpTransportOptions& options,
                                                                absl::Time deadline) {
-  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank ", options.rank, " of world size ", options.world_size));
-  }
+  RETURN_IF_ERROR(collectives_internal::ValidateRank(options.rank, options.world_size));
   if (options.secret.empty()) {
     return absl::InvalidArgumentError("a TCP group needs the generation's secret");
   }

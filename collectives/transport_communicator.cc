@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
+#include "collectives/internal/checks.h"
 #include "collectives/internal/reduce.h"
 #include "collectives/tcp_communicator.h"
 #include "common/status.h"
@@ -136,8 +137,7 @@ class TransportCommunicator final : public Communicator {
   absl::Status CheckUsable(TensorView data, absl::string_view call) {
     if (aborted_) return absl::AbortedError(absl::StrCat(call, ": the communicator was aborted"));
     if (!first_error_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(call, ": the communicator is dead since: ", first_error_.ToString()));
+      return cw::DeadCommunicatorError(call, first_error_);
     }
     if (!data.device().is_cpu()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -147,11 +147,7 @@ class TransportCommunicator final : public Communicator {
   }
 
   absl::Status CheckBlocks(TensorView data, absl::string_view call) const {
-    if (data.count() % world_size() != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          call, ": ", data.count(), " elements do not split into ", world_size(), " equal blocks"));
-    }
-    return absl::OkStatus();
+    return cw::EqualBlockCount(data.count(), world_size(), call).status();
   }
 
   // After an error the communicator is dead: links are shut so every other
