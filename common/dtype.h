@@ -9,6 +9,7 @@
 #ifndef POTLUCK_COMMON_DTYPE_H_
 #define POTLUCK_COMMON_DTYPE_H_
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -51,6 +52,7 @@ struct BFloat16 {
   uint16_t bits = 0;
 };
 
+// Defined inline below: the codecs and reductions call them per element.
 uint16_t FloatToHalfBits(float value);
 float HalfBitsToFloat(uint16_t bits);
 uint16_t FloatToBFloat16Bits(float value);
@@ -101,6 +103,82 @@ constexpr DType DTypeOf<uint8_t>() {
 template <>
 constexpr DType DTypeOf<int8_t>() {
   return DType::kInt8;
+}
+
+namespace dtype_internal {
+
+inline constexpr uint32_t kFloatSignMask = 0x80000000u;
+inline constexpr uint32_t kFloatInfBits = 0x7f800000u;
+// 65520 = the midpoint between float16's largest finite value (65504) and
+// 65536; ties go to the even pattern, which is infinity.
+inline constexpr uint32_t kHalfOverflowBits = 0x477ff000u;
+// 2^-14, float16's smallest normal value.
+inline constexpr uint32_t kHalfMinNormalBits = 0x38800000u;
+// (127 - 15) << 23: moves a float exponent to the float16 bias.
+inline constexpr uint32_t kRebiasBits = 0x38000000u;
+
+// Shifts `value` right by `shift` bits, rounding to nearest, ties to even.
+inline uint32_t ShiftRightRoundEven(uint32_t value, uint32_t shift) {
+  const uint32_t result = value >> shift;
+  const uint32_t remainder = value & ((1u << shift) - 1);
+  const uint32_t halfway = 1u << (shift - 1);
+  return result + ((remainder > halfway || (remainder == halfway && (result & 1))) ? 1 : 0);
+}
+
+}  // namespace dtype_internal
+
+inline uint16_t FloatToHalfBits(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  const uint16_t sign = static_cast<uint16_t>((bits & dtype_internal::kFloatSignMask) >> 16);
+  const uint32_t magnitude = bits & ~dtype_internal::kFloatSignMask;
+  if (magnitude >
+      dtype_internal::kFloatInfBits) {  // NaN: keep the top payload bits, set the quiet bit.
+    return sign | 0x7e00 | static_cast<uint16_t>((magnitude >> 13) & 0x3ff);
+  }
+  if (magnitude >= dtype_internal::kHalfOverflowBits) return sign | 0x7c00;  // infinity
+  if (magnitude >= dtype_internal::kHalfMinNormalBits) {
+    return sign | static_cast<uint16_t>(dtype_internal::ShiftRightRoundEven(
+                      magnitude - dtype_internal::kRebiasBits, 13));
+  }
+  // Subnormal float16 (or zero): the result counts units of 2^-24. A float with
+  // biased exponent e and 24-bit significand m is m * 2^(e - 150), i.e.
+  // m >> (126 - e) units. Below 2^-25 (e < 102) everything rounds to zero.
+  const uint32_t exponent = magnitude >> 23;
+  if (exponent < 102) return sign;
+  const uint32_t significand = (magnitude & 0x7fffff) | 0x800000;
+  // A carry out of the top makes 0x400, the smallest normal: still correct.
+  return sign |
+         static_cast<uint16_t>(dtype_internal::ShiftRightRoundEven(significand, 126 - exponent));
+}
+
+inline float HalfBitsToFloat(uint16_t half) {
+  const uint32_t sign = static_cast<uint32_t>(half & 0x8000) << 16;
+  const uint32_t exponent = (half >> 10) & 0x1f;
+  const uint32_t mantissa = half & 0x3ff;
+  if (exponent == 0x1f) {  // infinity or NaN, payload kept
+    return std::bit_cast<float>(sign | dtype_internal::kFloatInfBits | (mantissa << 13));
+  }
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return std::bit_cast<float>(sign | std::bit_cast<uint32_t>(magnitude));
+  }
+  return std::bit_cast<float>(sign | ((exponent << 23) + dtype_internal::kRebiasBits) |
+                              (mantissa << 13));
+}
+
+inline uint16_t FloatToBFloat16Bits(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  if ((bits & ~dtype_internal::kFloatSignMask) >
+      dtype_internal::kFloatInfBits) {  // NaN: truncate, set the quiet bit
+    return static_cast<uint16_t>((bits >> 16) | 0x0040);
+  }
+  // Round to nearest even on the dropped 16 bits; overflow carries into infinity.
+  const uint32_t rounding = 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+inline float BFloat16BitsToFloat(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
 }
 
 }  // namespace potluck
