@@ -15,6 +15,8 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 
+#include "collectives/fusion.h"
+
 namespace potluck {
 namespace {
 
@@ -160,6 +162,36 @@ TEST(TcpCommunicator, WeightedAverageWeighsContributions) {
                              In(absl::Seconds(20)), 0.0)
                   .code(),
               absl::StatusCode::kInvalidArgument);
+  });
+}
+
+// Hundreds of small tensors in one collective give the same sums as one
+// collective each.
+TEST(TcpCommunicator, FusedAllReduceMatchesOneCallPerTensor) {
+  RunGroup(3, [](Communicator& communicator) {
+    std::vector<std::vector<float>> fused(300), separate(300);
+    for (size_t t = 0; t < fused.size(); ++t) {
+      fused[t].assign(t % 17 + 1, float(communicator.rank() + 1) * float(t + 1));
+      separate[t] = fused[t];
+    }
+    std::vector<TensorView> views;
+    for (auto& tensor : fused) views.push_back(TensorView::Of(tensor.data(), tensor.size()));
+    std::vector<char> scratch;
+    ASSERT_TRUE(
+        FusedAllReduce(communicator, views, ReduceOp::kAverage, In(absl::Seconds(20)), scratch)
+            .ok());
+    for (auto& tensor : separate) {
+      ASSERT_TRUE(communicator
+                      .AllReduce(TensorView::Of(tensor.data(), tensor.size()), ReduceOp::kAverage,
+                                 In(absl::Seconds(20)))
+                      .ok());
+    }
+    EXPECT_EQ(fused, separate);
+    std::vector<double> other_dtype(3);
+    views.push_back(TensorView::Of(other_dtype.data(), 3));
+    EXPECT_EQ(
+        FusedAllReduce(communicator, views, ReduceOp::kSum, In(absl::Seconds(1)), scratch).code(),
+        absl::StatusCode::kInvalidArgument);
   });
 }
 
