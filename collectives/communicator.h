@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 
+#include "collectives/codec.h"
 #include "common/tensor_view.h"
 
 namespace potluck {
@@ -47,6 +48,19 @@ class Communicator {
   // Integer dtypes support kSum only.
   virtual absl::Status AllReduce(TensorView data, ReduceOp op, absl::Time deadline,
                                  double weight = 1.0) = 0;
+
+  // AllReduce of float32 `data` sent on the wire with `codec` (fp16, bf16,
+  // or int8 with a per-segment scale), adding in float32. `feedback`, sized
+  // to data.count(), carries each element's quantization error into the
+  // next call (nullptr: none). Each segment's owner encodes the reduced
+  // segment once and every rank decodes those same bytes, so all ranks end
+  // with the same bits. Backends without codecs return kUnimplemented.
+  virtual absl::Status CompressedAllReduce(TensorView data, ReduceOp op, WireCodec codec,
+                                           ErrorFeedback* feedback, absl::Time deadline,
+                                           double weight = 1.0) {
+    (void)data, (void)op, (void)codec, (void)feedback, (void)deadline, (void)weight;
+    return absl::UnimplementedError("this backend has no wire codecs");
+  }
 
   // `data` holds world_size equal blocks (its count must divide evenly). On
   // return block `rank()` holds the reduction of every rank's block `rank()`;

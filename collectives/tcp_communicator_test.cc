@@ -165,6 +165,74 @@ TEST(TcpCommunicator, WeightedAverageWeighsContributions) {
   });
 }
 
+// Every rank's input, regenerated anywhere from the rank alone.
+std::vector<float> RankInput(int rank, size_t count) {
+  std::mt19937 rng(100 + rank);
+  std::normal_distribution<float> normal(0.0f, 1.0f + rank);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(rng);
+  return values;
+}
+
+class CompressedAllReduceTest : public ::testing::TestWithParam<WireCodec> {};
+
+// Lossy on the wire, but every rank ends with the same bits, close to the
+// exact sum; and with error feedback, repeating the all-reduce averages the
+// quantization error away.
+TEST_P(CompressedAllReduceTest, IsBitIdenticalEverywhereAndCloseToTheExactSum) {
+  constexpr int kRanks = 4;
+  constexpr size_t kCount = 100003;
+  constexpr int kRounds = 20;
+  const WireCodec codec = GetParam();
+  std::vector<double> exact(kCount, 0.0), scale(kCount, 0.0);
+  for (int rank = 0; rank < kRanks; ++rank) {
+    const std::vector<float> input = RankInput(rank, kCount);
+    for (size_t i = 0; i < kCount; ++i) {
+      exact[i] += input[i];
+      scale[i] += std::fabs(input[i]);
+    }
+  }
+  const double magnitude = *std::max_element(scale.begin(), scale.end());
+  std::vector<std::vector<float>> first(kRanks);
+  std::vector<std::vector<double>> mean(kRanks, std::vector<double>(kCount, 0.0));
+  AlgorithmOptions algorithms;
+  algorithms.segment_bytes = 16 << 10;  // many segments, each with its own int8 scale
+  RunGroup(
+      kRanks,
+      [&](Communicator& communicator) {
+        ErrorFeedback feedback(kCount);
+        for (int round = 0; round < kRounds; ++round) {
+          std::vector<float> data = RankInput(communicator.rank(), kCount);
+          ASSERT_TRUE(communicator
+                          .CompressedAllReduce(TensorView::Of(data.data(), kCount), ReduceOp::kSum,
+                                               codec, &feedback, In(absl::Seconds(20)))
+                          .ok());
+          if (round == 0) first[communicator.rank()] = data;
+          for (size_t i = 0; i < kCount; ++i) mean[communicator.rank()][i] += data[i] / kRounds;
+        }
+      },
+      algorithms);
+  double first_error = 0, mean_error = 0;
+  for (size_t i = 0; i < kCount; ++i) {
+    first_error = std::max(first_error, std::fabs(first[0][i] - exact[i]));
+    mean_error = std::max(mean_error, std::fabs(mean[0][i] - exact[i]));
+  }
+  for (int rank = 1; rank < kRanks; ++rank) {
+    ASSERT_EQ(std::memcmp(first[rank].data(), first[0].data(), kCount * sizeof(float)), 0)
+        << "rank " << rank << " differs from rank 0";
+  }
+  const double tolerance = codec == WireCodec::kInt8 ? 0.05 : 0.01;
+  EXPECT_LT(first_error, tolerance * magnitude) << WireCodecName(codec);
+  EXPECT_LT(mean_error, 0.5 * first_error) << "error feedback did not pay back what was lost";
+}
+
+INSTANTIATE_TEST_SUITE_P(Codecs, CompressedAllReduceTest,
+                         ::testing::Values(WireCodec::kFloat16, WireCodec::kBFloat16,
+                                           WireCodec::kInt8),
+                         [](const ::testing::TestParamInfo<WireCodec>& test) {
+                           return std::string(WireCodecName(test.param));
+                         });
+
 // Hundreds of small tensors in one collective give the same sums as one
 // collective each.
 TEST(TcpCommunicator, FusedAllReduceMatchesOneCallPerTensor) {

@@ -247,7 +247,7 @@ absl::Status TcpTransport::Exchange(const ExchangeSpec& spec, absl::Time deadlin
           RETURN_IF_ERROR(receive(frame.data() + payload_done, frame.size() - payload_done));
           if (recv_done - cw::kFrameHeaderBytes < frame.size()) continue;
         }
-        if (spec.on_received) spec.on_received(recv_frame);
+        if (spec.on_received) RETURN_IF_ERROR(spec.on_received(recv_frame));
         ++recv_frame;
         recv_done = 0;
       }

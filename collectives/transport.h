@@ -33,8 +33,10 @@ struct ExchangeSpec {
   // Frame i in either direction carries tag first_tag + i.
   uint64_t first_tag = 0;
   // Called once received frame i is complete, before later frames are read
-  // (so every received frame may use the same scratch buffer).
-  std::function<void(size_t frame)> on_received;
+  // (so every received frame may use the same scratch buffer). An error ends
+  // the exchange with that error (e.g. kDataLoss for a frame that decodes to
+  // nonsense).
+  std::function<absl::Status(size_t frame)> on_received;
   // Sent frame i may go only after received frame i arrived (forwarding
   // what was just received, as in a broadcast chain).
   bool send_after_receive = false;

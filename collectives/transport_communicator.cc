@@ -55,17 +55,7 @@ class TransportCommunicator final : public Communicator {
       return absl::InvalidArgumentError(
           absl::StrCat("AllReduce of ", DTypeName(data.dtype()), " supports only a sum"));
     }
-    double total_weight = world_size();
-    if (op == ReduceOp::kWeightedAverage) {
-      total_weight = weight;
-      RETURN_IF_ERROR(Finish(SmallAllReduce(TensorView::Of(&total_weight, 1), deadline, NextTag()),
-                             "AllReduce"));
-      if (!(total_weight > 0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("weighted average with total weight ", total_weight));
-      }
-      cw::Scale(data.dtype(), data.data(), data.count(), weight);
-    }
+    ASSIGN_OR_RETURN(const double divisor, Prepare(data, op, deadline, weight, "AllReduce"));
     if (world_size() > 1 && !data.empty()) {
       const uint64_t tag = NextTag();
       const absl::Status status = data.size_bytes() <= options_.small_message_bytes
@@ -73,8 +63,30 @@ class TransportCommunicator final : public Communicator {
                                       : RingAllReduce(data, deadline, tag);
       RETURN_IF_ERROR(Finish(status, "AllReduce"));
     }
-    if (op != ReduceOp::kSum)
-      cw::Scale(data.dtype(), data.data(), data.count(), 1.0 / total_weight);
+    if (op != ReduceOp::kSum) cw::Scale(data.dtype(), data.data(), data.count(), 1.0 / divisor);
+    return absl::OkStatus();
+  }
+
+  absl::Status CompressedAllReduce(TensorView data, ReduceOp op, WireCodec codec,
+                                   ErrorFeedback* feedback, absl::Time deadline,
+                                   double weight) override {
+    RETURN_IF_ERROR(CheckUsable(data, "CompressedAllReduce"));
+    if (data.dtype() != DType::kFloat32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CompressedAllReduce takes float32, not ", DTypeName(data.dtype())));
+    }
+    if (feedback != nullptr && feedback->count() != data.count()) {
+      return absl::InvalidArgumentError(absl::StrCat("error feedback for ", feedback->count(),
+                                                     " elements, data of ", data.count()));
+    }
+    if (codec == WireCodec::kNone) return AllReduce(data, op, deadline, weight);
+    ASSIGN_OR_RETURN(const double divisor,
+                     Prepare(data, op, deadline, weight, "CompressedAllReduce"));
+    if (world_size() > 1 && !data.empty()) {
+      RETURN_IF_ERROR(Finish(EncodedRingAllReduce(data, codec, feedback, deadline, NextTag()),
+                             "CompressedAllReduce"));
+    }
+    if (op != ReduceOp::kSum) cw::Scale(data.dtype(), data.data(), data.count(), 1.0 / divisor);
     return absl::OkStatus();
   }
 
@@ -188,6 +200,121 @@ class TransportCommunicator final : public Communicator {
         1, (largest + SegmentElements(data.dtype()) - 1) / SegmentElements(data.dtype()));
   }
 
+  // What the sum is divided by afterwards: world_size for an average, the
+  // agreed total weight for a weighted one (the data is scaled by this
+  // rank's weight first).
+  absl::StatusOr<double> Prepare(TensorView data, ReduceOp op, absl::Time deadline, double weight,
+                                 absl::string_view call) {
+    if (op != ReduceOp::kWeightedAverage) return double(world_size());
+    double total_weight = weight;
+    RETURN_IF_ERROR(
+        Finish(SmallAllReduce(TensorView::Of(&total_weight, 1), deadline, NextTag()), call));
+    if (!(total_weight > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weighted average with total weight ", total_weight));
+    }
+    cw::Scale(data.dtype(), data.data(), data.count(), weight);
+    return total_weight;
+  }
+
+  // The ring with every segment encoded on the wire. Reduce-scatter: each
+  // rank encodes each block it sends once (so each element once, which is
+  // what error feedback needs) and adds what it receives, decoded, in
+  // float32. Then the owner of each block encodes the reduced block once,
+  // decodes it into place itself, and the all-gather forwards those exact
+  // bytes, which every rank decodes the same way.
+  absl::Status EncodedRingAllReduce(TensorView data, WireCodec codec, ErrorFeedback* feedback,
+                                    absl::Time deadline, uint64_t tag) {
+    const int n = world_size(), r = rank();
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    float* values = data.data_as<float>();
+    const size_t segment = SegmentElements(DType::kFloat32);
+    const size_t segments = SegmentsPerBlock(data);
+    auto segment_of = [&](int block, size_t k) {
+      const Range whole = BlockOf(data.count(), n, block);
+      const size_t begin = std::min(whole.count, k * segment);
+      const size_t end = std::min(whole.count, (k + 1) * segment);
+      return Range{whole.begin + begin, end - begin};
+    };
+    // Frames of `block` laid out back to back in `buffer` (resized to fit).
+    auto frames_of = [&](int block, std::vector<char>& buffer) {
+      size_t total = 0;
+      for (size_t k = 0; k < segments; ++k)
+        total += EncodedBytes(codec, segment_of(block, k).count);
+      buffer.resize(total);
+      std::vector<absl::Span<char>> frames;
+      char* cursor = buffer.data();
+      for (size_t k = 0; k < segments; ++k) {
+        const size_t bytes = EncodedBytes(codec, segment_of(block, k).count);
+        frames.emplace_back(cursor, bytes);
+        cursor += bytes;
+      }
+      return frames;
+    };
+    auto encode = [&](int block, std::vector<char>& buffer) {
+      std::vector<absl::Span<char>> frames = frames_of(block, buffer);
+      for (size_t k = 0; k < segments; ++k) {
+        const Range part = segment_of(block, k);
+        if (feedback != nullptr) {
+          feedback->Encode(codec, values + part.begin, part.begin, part.count, frames[k].data());
+        } else {
+          Encode(codec, values + part.begin, part.count, frames[k].data());
+        }
+      }
+      return frames;
+    };
+    auto receive = [&](int block, std::vector<absl::Span<char>>& frames, bool add) {
+      return [&, block, add](size_t k) -> absl::Status {
+        const Range part = segment_of(block, k);
+        RETURN_IF_ERROR(Annotate(ValidateEncoded(codec, frames[k].data(), part.count),
+                                 absl::StrCat("a segment from rank ", prev)));
+        if (add) {
+          DecodeAdd(codec, frames[k].data(), part.count, values + part.begin);
+        } else {
+          Decode(codec, frames[k].data(), part.count, values + part.begin);
+        }
+        return absl::OkStatus();
+      };
+    };
+
+    std::vector<char> sending, receiving;
+    for (int step = 0; step < n - 1; ++step) {
+      const int send_block = (r - step - 1 + 2 * n) % n;
+      const int recv_block = (r - step - 2 + 2 * n) % n;
+      ExchangeSpec spec;
+      spec.send_peer = next;
+      spec.send = Const(encode(send_block, sending));
+      spec.recv_peer = prev;
+      std::vector<absl::Span<char>> frames = frames_of(recv_block, receiving);
+      spec.recv = frames;
+      spec.on_received = receive(recv_block, frames, /*add=*/true);
+      spec.first_tag = StepTag(tag, step);
+      RETURN_IF_ERROR(transport_->Exchange(spec, deadline));
+    }
+    // This rank's reduced block: encoded once, and decoded here too, so the
+    // owner holds exactly what everyone else will.
+    std::vector<absl::Span<char>> own = encode(r, sending);
+    for (size_t k = 0; k < segments; ++k) {
+      const Range part = segment_of(r, k);
+      Decode(codec, own[k].data(), part.count, values + part.begin);
+    }
+    for (int step = 0; step < n - 1; ++step) {
+      const int send_block = (r - step + n) % n;
+      const int recv_block = (r - step - 1 + 2 * n) % n;
+      ExchangeSpec spec;
+      spec.send_peer = next;
+      spec.send = Const(frames_of(send_block, sending));  // the bytes as they arrived
+      spec.recv_peer = prev;
+      std::vector<absl::Span<char>> frames = frames_of(recv_block, receiving);
+      spec.recv = frames;
+      spec.on_received = receive(recv_block, frames, /*add=*/false);
+      spec.first_tag = StepTag(tag, n + step);
+      RETURN_IF_ERROR(transport_->Exchange(spec, deadline));
+      std::swap(sending, receiving);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status RingReduceScatter(TensorView data, absl::Time deadline, uint64_t tag) {
     const int n = world_size(), r = rank();
     const int next = (r + 1) % n, prev = (r + n - 1) % n;
@@ -211,6 +338,7 @@ class TransportCommunicator final : public Communicator {
       spec.on_received = [&](size_t frame) {
         cw::ReduceSum(data.dtype(), targets[frame].data(), scratch_.data(),
                       targets[frame].size() / element);
+        return absl::OkStatus();
       };
       RETURN_IF_ERROR(transport_->Exchange(spec, deadline));
     }
