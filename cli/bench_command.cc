@@ -127,6 +127,9 @@ struct AllreduceArgs {
   std::string backend;
   int rank = 0;
   std::string store;
+  std::string bind = "127.0.0.1";
+  std::string codec = "none";
+  int iterations = 0;
 };
 
 std::string SizesFlag(const std::vector<uint64_t>& sizes) { return absl::StrJoin(sizes, ","); }
@@ -150,6 +153,9 @@ int RunAllreduceRank(const AllreduceArgs& args) {
   rank.world_size = args.ranks;
   rank.store_dir = args.store;
   rank.sizes_bytes = args.sizes;
+  rank.bind_host = args.bind;
+  rank.codec = args.codec;
+  rank.iterations = args.iterations;
   const absl::StatusOr<std::vector<AllreduceBenchPoint>> points = RunAllreduceBenchRank(rank);
   if (!points.ok()) {
     std::cerr << "potluck bench allreduce-rank " << args.backend << " rank " << args.rank << ": "
@@ -335,6 +341,9 @@ CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
   rank->add_option("--ranks", allreduce_args->ranks);
   rank->add_option("--sizes", allreduce_args->sizes)->delimiter(',');
   rank->add_option("--store", allreduce_args->store);
+  rank->add_option("--bind", allreduce_args->bind);
+  rank->add_option("--codec", allreduce_args->codec);
+  rank->add_option("--iterations", allreduce_args->iterations);
   rank->callback([allreduce_args, exit_code] { *exit_code = RunAllreduceRank(*allreduce_args); });
   return bench;
 }

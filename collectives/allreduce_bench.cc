@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -27,13 +28,15 @@ namespace potluck {
 namespace {
 
 // Times `iterations` all-reduces after a barrier; checks one first.
+// `tolerance`: how far from exact the check may be (lossy wire codecs).
 absl::StatusOr<double> TimeAllreduce(std::vector<float>& data, int world_size, int iterations,
                                      const std::function<absl::Status()>& barrier,
-                                     const std::function<absl::Status()>& allreduce) {
+                                     const std::function<absl::Status()>& allreduce,
+                                     float tolerance = 0.0f) {
   std::fill(data.begin(), data.end(), 1.0f);
   RETURN_IF_ERROR(allreduce());
   for (float value : data) {
-    if (value != static_cast<float>(world_size)) {
+    if (std::fabs(value - static_cast<float>(world_size)) > tolerance * world_size) {
       return absl::InternalError(
           absl::StrCat("the all-reduce produced ", value, ", not ", world_size));
     }
@@ -47,29 +50,37 @@ absl::StatusOr<double> TimeAllreduce(std::vector<float>& data, int world_size, i
 }
 
 absl::StatusOr<std::vector<AllreduceBenchPoint>> RunTcp(const AllreduceBenchRank& args) {
+  ASSIGN_OR_RETURN(const WireCodec codec, ParseWireCodec(args.codec));
   FileRendezvousStore store(args.store_dir);
   TcpTransportOptions options;
   options.rank = args.rank;
   options.world_size = args.world_size;
   options.generation = 1;
   options.secret = "allreduce-bench";
+  options.bind_host = args.bind_host;
   ASSIGN_OR_RETURN(std::unique_ptr<Communicator> communicator,
                    ConnectTcpCommunicator(&store, options, absl::Now() + absl::Seconds(60)));
   std::vector<AllreduceBenchPoint> points;
   for (uint64_t bytes : args.sizes_bytes) {
     std::vector<float> data(bytes / sizeof(float));
-    const int iterations = AllreduceBenchIterations(bytes);
-    auto deadline = [] { return absl::Now() + absl::Seconds(120); };
+    ErrorFeedback feedback(data.size());
+    const int iterations = args.iterations > 0 ? args.iterations : AllreduceBenchIterations(bytes);
+    auto deadline = [] { return absl::Now() + absl::Seconds(600); };
     ASSIGN_OR_RETURN(
         const double seconds,
         TimeAllreduce(
             data, args.world_size, iterations, [&] { return communicator->Barrier(deadline()); },
             [&] {
-              return communicator->AllReduce(TensorView::Of(data.data(), data.size()),
-                                             ReduceOp::kSum, deadline());
+              const TensorView view = TensorView::Of(data.data(), data.size());
+              return codec == WireCodec::kNone
+                         ? communicator->AllReduce(view, ReduceOp::kSum, deadline())
+                         : communicator->CompressedAllReduce(view, ReduceOp::kSum, codec, &feedback,
+                                                             deadline());
             }));
     points.push_back(
-        {"tcp", "ring/recursive-doubling", bytes, args.world_size, iterations, seconds});
+        {"tcp",
+         codec == WireCodec::kNone ? "ring/recursive-doubling" : absl::StrCat("ring, ", args.codec),
+         bytes, args.world_size, iterations, seconds});
   }
   return points;
 }

@@ -21,6 +21,12 @@ struct AllreduceBenchRank {
   int world_size = 1;     // ignored for mpi
   std::string store_dir;  // rendezvous directory for tcp and gloo
   std::vector<uint64_t> sizes_bytes;
+  // tcp only: the address to listen on (another network namespace's), the
+  // wire codec (int8 and friends with error feedback), and a fixed number of
+  // timed iterations (0 = AllreduceBenchIterations).
+  std::string bind_host = "127.0.0.1";
+  std::string codec = "none";
+  int iterations = 0;
 };
 
 struct AllreduceBenchPoint {
