@@ -11,8 +11,8 @@ namespace {
 
 template <typename T>
 void Add(void* acc, const void* in, size_t count) {
-  T* a = static_cast<T*>(acc);
-  const T* b = static_cast<const T*>(in);
+  T* __restrict a = static_cast<T*>(acc);
+  const T* __restrict b = static_cast<const T*>(in);
   for (size_t i = 0; i < count; ++i) a[i] += b[i];
 }
 
