@@ -322,8 +322,9 @@ CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
   auto allreduce_args = std::make_shared<AllreduceArgs>();
   CLI::App* allreduce = bench->add_subcommand(
       "allreduce", "All-reduce time, algbw and busbw: potluck tcp vs Gloo vs OpenMPI, same run");
-  allreduce->add_option("--backend,--backends", allreduce_args->backends,
-                        "Any of tcp, gloo, mpi (default: all three, same run)")
+  allreduce
+      ->add_option("--backend,--backends", allreduce_args->backends,
+                   "Any of tcp, gloo, mpi (default: all three, same run)")
       ->delimiter(',')
       ->check(CLI::IsMember({"tcp", "gloo", "mpi"}));
   allreduce->add_option("--ranks", allreduce_args->ranks, "Rank processes")
