@@ -396,12 +396,12 @@ TEST(TcpCommunicatorFaults, TransportDyingMidAllReduceFailsEveryRankWithinTheDea
   EXPECT_NE(results[2].message().find("injected"), absl::string_view::npos);
 }
 
-TEST(TcpCommunicatorFaults, StalledPeerIsDeadlineExceededNotAHang) {
+// Two ranks; rank 1 joins and then stalls (never calls a collective) until
+// rank 0's `body` has returned.
+void WithStalledPeer(const std::function<void(Communicator&)>& body) {
   InMemoryRendezvousStore store;
-  std::vector<std::thread> ranks;
-  absl::Status result;
-  absl::Duration took;
   absl::Notification done;
+  std::vector<std::thread> ranks;
   for (int rank = 0; rank < 2; ++rank) {
     ranks.emplace_back([&, rank] {
       TcpTransportOptions options;
@@ -409,59 +409,46 @@ TEST(TcpCommunicatorFaults, StalledPeerIsDeadlineExceededNotAHang) {
       options.world_size = 2;
       options.secret = kSecret;
       auto communicator = ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)));
-      ASSERT_TRUE(communicator.ok());
-      if (rank == 1) {  // joins, then never calls the collective
-        done.WaitForNotification();
-        return;
-      }
-      std::vector<float> data(1000, 1.0f);
-      const absl::Time start = absl::Now();
-      result = (*communicator)
-                   ->AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kSum,
-                               start + absl::Milliseconds(500));
-      took = absl::Now() - start;
-      done.Notify();
-    });
-  }
-  for (std::thread& rank : ranks) rank.join();
-  EXPECT_EQ(result.code(), absl::StatusCode::kDeadlineExceeded) << result;
-  EXPECT_GE(took, absl::Milliseconds(500));
-  EXPECT_LT(took, absl::Milliseconds(1500));
-}
-
-TEST(TcpCommunicatorFaults, AbortFromAnotherThreadEndsAPendingCall) {
-  InMemoryRendezvousStore store;
-  std::vector<std::thread> ranks;
-  absl::Notification done;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      TcpTransportOptions options;
-      options.rank = rank;
-      options.world_size = 2;
-      options.secret = kSecret;
-      auto communicator = ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)));
-      ASSERT_TRUE(communicator.ok());
+      ASSERT_TRUE(communicator.ok()) << communicator.status();
       if (rank == 1) {
         done.WaitForNotification();
         return;
       }
-      std::thread aborter([&] {
-        absl::SleepFor(absl::Milliseconds(100));
-        (*communicator)->Abort();
-      });
-      std::vector<float> data(1000, 1.0f);
-      const absl::Time start = absl::Now();
-      const absl::Status status = (*communicator)
-                                      ->AllReduce(TensorView::Of(data.data(), data.size()),
-                                                  ReduceOp::kSum, In(absl::Seconds(30)));
-      EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
-      EXPECT_LT(absl::Now() - start, absl::Seconds(2));
-      EXPECT_EQ((*communicator)->Barrier(In(absl::Seconds(1))).code(), absl::StatusCode::kAborted);
-      aborter.join();
+      body(**communicator);
       done.Notify();
     });
   }
   for (std::thread& rank : ranks) rank.join();
+}
+
+TEST(TcpCommunicatorFaults, StalledPeerIsDeadlineExceededNotAHang) {
+  WithStalledPeer([](Communicator& communicator) {
+    std::vector<float> data(1000, 1.0f);
+    const absl::Time start = absl::Now();
+    const absl::Status result = communicator.AllReduce(
+        TensorView::Of(data.data(), data.size()), ReduceOp::kSum, start + absl::Milliseconds(500));
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(result.code(), absl::StatusCode::kDeadlineExceeded) << result;
+    EXPECT_GE(took, absl::Milliseconds(500));
+    EXPECT_LT(took, absl::Milliseconds(1500));
+  });
+}
+
+TEST(TcpCommunicatorFaults, AbortFromAnotherThreadEndsAPendingCall) {
+  WithStalledPeer([](Communicator& communicator) {
+    std::thread aborter([&] {
+      absl::SleepFor(absl::Milliseconds(100));
+      communicator.Abort();
+    });
+    std::vector<float> data(1000, 1.0f);
+    const absl::Time start = absl::Now();
+    const absl::Status status = communicator.AllReduce(TensorView::Of(data.data(), data.size()),
+                                                       ReduceOp::kSum, In(absl::Seconds(30)));
+    EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
+    EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+    EXPECT_EQ(communicator.Barrier(In(absl::Seconds(1))).code(), absl::StatusCode::kAborted);
+    aborter.join();
+  });
 }
 
 }  // namespace
