@@ -16,6 +16,7 @@
 #include "cli/bench_command.h"
 #include "cli/build_info.h"
 #include "cli/ckpt_command.h"
+#include "cli/data_command.h"
 #include "common/gpu.h"
 
 namespace potluck {
@@ -77,7 +78,6 @@ int RunCli(int argc, char** argv) {
       {"local", "Train a small GPT on this machine: embedded coordinator + N workers", "issue 7"},
       {"job", "Submit, list, pause and cancel jobs on a coordinator", "issue 5"},
       {"token", "Create and revoke join tokens for a job", "issue 5"},
-      {"data", "Prepare token shards from text files", "issue 6"},
   };
   std::vector<std::string> known = {"version"};
   std::vector<CLI::App*> planned_commands;
@@ -88,6 +88,9 @@ int RunCli(int argc, char** argv) {
   int ckpt_exit_code = kExitUsage;
   CLI::App* ckpt = AddCkptCommand(&app, &ckpt_exit_code);
   known.push_back("ckpt");
+  int data_exit_code = kExitUsage;
+  CLI::App* data = AddDataCommand(&app, &data_exit_code);
+  known.push_back("data");
   int bench_exit_code = kExitUsage;
   CLI::App* bench = AddBenchCommand(&app, &bench_exit_code);
   known.push_back("bench");
@@ -141,6 +144,7 @@ int RunCli(int argc, char** argv) {
   if (version->parsed()) return RunVersion(version_json);
   if (ckpt->parsed()) return ckpt_exit_code;
   if (bench->parsed()) return bench_exit_code;
+  if (data->parsed()) return data_exit_code;
   for (size_t i = 0; i < planned.size(); ++i) {
     if (planned_commands[i]->parsed()) return NotYetAvailable(planned[i]);
   }

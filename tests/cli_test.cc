@@ -1,5 +1,6 @@
 // Runs the real build/bin/potluck as a user would and checks exit codes and
 // what it prints.
+#include <filesystem>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -63,6 +64,24 @@ TEST(Cli, VersionReportsTheBuild) {
   result = RunPotluck("version --json");
   EXPECT_EQ(result.exit_code, 0);
   EXPECT_NE(result.output.find("\"with_torch\""), std::string::npos) << result.output;
+}
+
+TEST(Cli, DataPrepareWritesShardsAndAManifest) {
+  std::string pattern = ::testing::TempDir() + "/data-cli-XXXXXX";
+  const std::string dir = mkdtemp(pattern.data());
+  const std::string input = dir + "/in.txt";
+  FILE* file = fopen(input.c_str(), "w");
+  for (int i = 0; i < 1000; ++i) fputs("the quick brown fox\n", file);
+  fclose(file);
+  const Result result = RunPotluck("data prepare --input " + input + " --out " + dir +
+                                   "/set --shard-tokens 5000 --validation-fraction 0.1");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  // 20001 bytes with the closing newline: 2000 held out, 18001 in 4 shards.
+  EXPECT_NE(result.output.find("18001 training tokens in 4 shard(s), 2000 validation tokens"),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(RunPotluck("data prepare --out " + dir + "/x --validation-fraction 0.9").exit_code, 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Cli, PlannedCommandsSayTheyAreNotAvailableYet) {
