@@ -8,23 +8,12 @@
 #include "absl/strings/str_cat.h"
 
 #include "common/checksum.h"
+#include "common/little_endian.h"
 #include "common/status.h"
 
 namespace potluck {
 
 namespace {
-
-void Put(std::string* out, uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-uint64_t Get(const char* in, int bytes) {
-  uint64_t value = 0;
-  for (int i = 0; i < bytes; ++i) {
-    value |= static_cast<uint64_t>(static_cast<uint8_t>(in[i])) << (8 * i);
-  }
-  return value;
-}
 
 bool ValidWidth(uint32_t token_bytes) {
   return token_bytes == 1 || token_bytes == 2 || token_bytes == 4;
@@ -47,15 +36,15 @@ absl::StatusOr<uint64_t> WriteTokenShard(const std::string& path, absl::Span<con
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": token ", token, " does not fit in ", token_bytes, " bytes"));
     }
-    Put(&body, token, static_cast<int>(token_bytes));
+    AppendLittleEndian(&body, token, static_cast<int>(token_bytes));
   }
   const uint64_t checksum = Checksum64(body);
   std::string header = "PLTK";
-  Put(&header, kTokenShardVersion, 4);
-  Put(&header, token_bytes, 4);
-  Put(&header, 0, 4);
-  Put(&header, tokens.size(), 8);
-  Put(&header, checksum, 8);
+  AppendLittleEndian(&header, kTokenShardVersion, 4);
+  AppendLittleEndian(&header, token_bytes, 4);
+  AppendLittleEndian(&header, 0, 4);
+  AppendLittleEndian(&header, tokens.size(), 8);
+  AppendLittleEndian(&header, checksum, 8);
   const std::string temp = path + ".tmp";
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
@@ -79,10 +68,10 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   if (bytes.size() < kTokenShardHeaderBytes || bytes.compare(0, 4, "PLTK") != 0) {
     return absl::DataLossError(absl::StrCat(path, ": not a potluck token shard (bad magic)"));
   }
-  const uint64_t version = Get(bytes.data() + 4, 4);
-  const uint32_t token_bytes = static_cast<uint32_t>(Get(bytes.data() + 8, 4));
-  const uint64_t count = Get(bytes.data() + 16, 8);
-  const uint64_t checksum = Get(bytes.data() + 24, 8);
+  const uint64_t version = ReadLittleEndian(bytes.data() + 4, 4);
+  const uint32_t token_bytes = static_cast<uint32_t>(ReadLittleEndian(bytes.data() + 8, 4));
+  const uint64_t count = ReadLittleEndian(bytes.data() + 16, 8);
+  const uint64_t checksum = ReadLittleEndian(bytes.data() + 24, 8);
   if (version != kTokenShardVersion) {
     return absl::DataLossError(absl::StrCat(path, ": token shard version ", version,
                                             " (this build reads ", kTokenShardVersion, ")"));
@@ -102,7 +91,8 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   }
   std::vector<uint32_t> tokens(count);
   for (uint64_t i = 0; i < count; ++i) {
-    tokens[i] = static_cast<uint32_t>(Get(body + i * token_bytes, static_cast<int>(token_bytes)));
+    tokens[i] = static_cast<uint32_t>(
+        ReadLittleEndian(body + i * token_bytes, static_cast<int>(token_bytes)));
     if (vocab_size != 0 && tokens[i] >= vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": token ", tokens[i], " at ", i,
                                                      " is outside the vocabulary of ", vocab_size));

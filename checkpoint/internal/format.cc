@@ -7,26 +7,13 @@
 #include "absl/strings/str_format.h"
 
 #include "common/checksum.h"
+#include "common/little_endian.h"
 
 namespace potluck::checkpoint_internal {
 
 namespace {
 
 std::string StepText(uint64_t step) { return absl::StrFormat("%020u", step); }
-
-void PutFixed32(std::string* out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-void PutFixed64(std::string* out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-uint64_t GetFixed(absl::string_view bytes, size_t offset, int width) {
-  uint64_t value = 0;
-  for (int i = 0; i < width; ++i) {
-    value |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[offset + i])) << (8 * i);
-  }
-  return value;
-}
 
 }  // namespace
 
@@ -44,9 +31,9 @@ std::string DataFileName(uint64_t step) { return absl::StrCat(StepText(step), kD
 
 std::string DataFileHeader(uint64_t step) {
   std::string header(kDataMagic, 8);
-  PutFixed32(&header, kFormatVersion);
-  PutFixed32(&header, 0);
-  PutFixed64(&header, step);
+  AppendLittleEndian(&header, kFormatVersion, 4);
+  AppendLittleEndian(&header, 0, 4);
+  AppendLittleEndian(&header, step, 8);
   return header;
 }
 
@@ -72,9 +59,9 @@ std::string EncodeManifest(const v1::CheckpointManifest& manifest) {
   std::string frame;
   frame.reserve(kManifestHeaderBytes + payload.size());
   frame.append(kManifestMagic, 4);
-  PutFixed32(&frame, kFormatVersion);
-  PutFixed64(&frame, payload.size());
-  PutFixed64(&frame, Checksum64(payload));
+  AppendLittleEndian(&frame, kFormatVersion, 4);
+  AppendLittleEndian(&frame, payload.size(), 8);
+  AppendLittleEndian(&frame, Checksum64(payload), 8);
   frame.append(payload);
   return frame;
 }
@@ -84,14 +71,14 @@ absl::StatusOr<v1::CheckpointManifest> DecodeManifest(absl::string_view bytes,
   if (bytes.size() < kManifestHeaderBytes || bytes.substr(0, 4) != kManifestMagic) {
     return absl::DataLossError(absl::StrCat(context, ": manifest frame is short or has no magic"));
   }
-  const uint32_t version = static_cast<uint32_t>(GetFixed(bytes, 4, 4));
+  const uint32_t version = static_cast<uint32_t>(ReadLittleEndian(bytes.data() + 4, 4));
   if (version > kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(context, ": manifest format version ",
                                                       version, " is newer than this build (",
                                                       kFormatVersion, ")"));
   }
-  const uint64_t length = GetFixed(bytes, 8, 8);
-  const uint64_t checksum = GetFixed(bytes, 16, 8);
+  const uint64_t length = ReadLittleEndian(bytes.data() + 8, 8);
+  const uint64_t checksum = ReadLittleEndian(bytes.data() + 16, 8);
   if (length > kMaxManifestBytes || length != bytes.size() - kManifestHeaderBytes) {
     return absl::DataLossError(absl::StrCat(context, ": manifest length ", length,
                                             " does not match its frame of ", bytes.size(),

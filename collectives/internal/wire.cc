@@ -10,32 +10,17 @@
 #include "absl/strings/str_cat.h"
 
 #include "common/check.h"
+#include "common/little_endian.h"
 
 namespace potluck::collectives_internal {
 
-namespace {
-
-void Put(std::string* out, uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-uint64_t Get(const char* in, int bytes) {
-  uint64_t value = 0;
-  for (int i = 0; i < bytes; ++i) {
-    value |= static_cast<uint64_t>(static_cast<uint8_t>(in[i])) << (8 * i);
-  }
-  return value;
-}
-
-}  // namespace
-
 FrameHeaderBytes EncodeFrameHeader(uint32_t payload_bytes, uint64_t tag) {
   std::string bytes;
-  Put(&bytes, kFrameMagic, 2);
-  Put(&bytes, kWireVersion, 1);
-  Put(&bytes, kFrameData, 1);
-  Put(&bytes, payload_bytes, 4);
-  Put(&bytes, tag, 8);
+  AppendLittleEndian(&bytes, kFrameMagic, 2);
+  AppendLittleEndian(&bytes, kWireVersion, 1);
+  AppendLittleEndian(&bytes, kFrameData, 1);
+  AppendLittleEndian(&bytes, payload_bytes, 4);
+  AppendLittleEndian(&bytes, tag, 8);
   FrameHeaderBytes header;
   std::memcpy(header.data(), bytes.data(), kFrameHeaderBytes);
   return header;
@@ -44,11 +29,12 @@ FrameHeaderBytes EncodeFrameHeader(uint32_t payload_bytes, uint64_t tag) {
 absl::Status CheckFrameHeader(const FrameHeaderBytes& header, uint64_t expected_payload_bytes,
                               uint64_t expected_tag, absl::string_view from) {
   const char* in = header.data();
-  if (Get(in, 2) != kFrameMagic || Get(in + 2, 1) != kWireVersion || Get(in + 3, 1) != kFrameData) {
+  if (ReadLittleEndian(in, 2) != kFrameMagic || ReadLittleEndian(in + 2, 1) != kWireVersion ||
+      ReadLittleEndian(in + 3, 1) != kFrameData) {
     return absl::DataLossError(absl::StrCat(from, " sent a frame with a bad header"));
   }
-  const uint64_t length = Get(in + 4, 4);
-  const uint64_t tag = Get(in + 8, 8);
+  const uint64_t length = ReadLittleEndian(in + 4, 4);
+  const uint64_t tag = ReadLittleEndian(in + 8, 8);
   if (length != expected_payload_bytes || tag != expected_tag) {
     return absl::DataLossError(absl::StrCat(from, " sent frame ", tag, " of ", length,
                                             " bytes where frame ", expected_tag, " of ",
@@ -59,10 +45,10 @@ absl::Status CheckFrameHeader(const FrameHeaderBytes& header, uint64_t expected_
 
 std::string EncodeHello(const Hello& hello) {
   std::string bytes = "PLHI";
-  Put(&bytes, kWireVersion, 4);
-  Put(&bytes, hello.generation, 8);
-  Put(&bytes, hello.rank, 4);
-  Put(&bytes, hello.world_size, 4);
+  AppendLittleEndian(&bytes, kWireVersion, 4);
+  AppendLittleEndian(&bytes, hello.generation, 8);
+  AppendLittleEndian(&bytes, hello.rank, 4);
+  AppendLittleEndian(&bytes, hello.world_size, 4);
   bytes.append(reinterpret_cast<const char*>(hello.nonce.data()), kNonceBytes);
   POTLUCK_CHECK(bytes.size() == kHelloBytes);
   return bytes;
@@ -72,14 +58,15 @@ absl::StatusOr<Hello> DecodeHello(absl::string_view bytes) {
   if (bytes.size() != kHelloBytes || bytes.substr(0, 4) != "PLHI") {
     return absl::DataLossError("the peer's first message is not a potluck HELLO");
   }
-  if (Get(bytes.data() + 4, 4) != kWireVersion) {
+  if (ReadLittleEndian(bytes.data() + 4, 4) != kWireVersion) {
     return absl::DataLossError(absl::StrCat("the peer speaks wire version ",
-                                            Get(bytes.data() + 4, 4), ", not ", kWireVersion));
+                                            ReadLittleEndian(bytes.data() + 4, 4), ", not ",
+                                            kWireVersion));
   }
   Hello hello;
-  hello.generation = Get(bytes.data() + 8, 8);
-  hello.rank = static_cast<uint32_t>(Get(bytes.data() + 16, 4));
-  hello.world_size = static_cast<uint32_t>(Get(bytes.data() + 20, 4));
+  hello.generation = ReadLittleEndian(bytes.data() + 8, 8);
+  hello.rank = static_cast<uint32_t>(ReadLittleEndian(bytes.data() + 16, 4));
+  hello.world_size = static_cast<uint32_t>(ReadLittleEndian(bytes.data() + 20, 4));
   std::memcpy(hello.nonce.data(), bytes.data() + 24, kNonceBytes);
   return hello;
 }
@@ -94,9 +81,9 @@ Nonce RandomNonce() {
 Mac HandshakeMac(absl::string_view secret, bool server, uint64_t generation, uint32_t from_rank,
                  uint32_t to_rank, const Nonce& first, const Nonce& second) {
   std::string message = server ? "potluck-server" : "potluck-client";
-  Put(&message, generation, 8);
-  Put(&message, from_rank, 4);
-  Put(&message, to_rank, 4);
+  AppendLittleEndian(&message, generation, 8);
+  AppendLittleEndian(&message, from_rank, 4);
+  AppendLittleEndian(&message, to_rank, 4);
   message.append(reinterpret_cast<const char*>(first.data()), first.size());
   message.append(reinterpret_cast<const char*>(second.data()), second.size());
   Mac mac;
