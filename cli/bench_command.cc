@@ -24,6 +24,7 @@
 
 #ifdef POTLUCK_WITH_TORCH
 #include "worker/torch_baseline.h"
+#include "worker/train_bench.h"
 #endif
 
 namespace potluck {
@@ -302,6 +303,76 @@ int RunAllreduce(const AllreduceArgs& args) {
   return 0;
 }
 
+struct TrainArgs {
+  uint64_t steps = 30;
+  int rounds = 3;
+  int threads = 0;
+  bool no_exchange = false;
+  std::string dataset;
+  bool json = false;
+};
+
+int RunTrain(const TrainArgs& args) {
+#ifdef POTLUCK_WITH_TORCH
+  TrainBenchOptions options;
+  options.steps = args.steps;
+  options.rounds = args.rounds;
+  options.threads = args.threads;
+  options.exchange = !args.no_exchange;
+  options.dataset_dir = args.dataset;
+  const potluck::v1::GptSpec& gpt = options.job.model().gpt();
+  if (!args.json) {
+    std::cout << absl::StrFormat(
+        "train benchmark: GPT %u layers x %u wide, context %u, batch %u; %d rounds of %u steps "
+        "(medians)\n",
+        gpt.layers(), gpt.width(), gpt.context_length(), options.job.batch().global_batch_size(),
+        args.rounds, args.steps);
+  }
+  const absl::StatusOr<TrainBenchResult> result = RunTrainBench(options);
+  if (!result.ok()) {
+    std::cerr << "potluck bench train: " << result.status() << "\n";
+    return 2;
+  }
+  nlohmann::json j = {{"parameters", result->parameters},
+                      {"threads", result->threads},
+                      {"potluck_tokens_per_s", result->potluck_tokens_per_s},
+                      {"torch_tokens_per_s", result->torch_tokens_per_s},
+                      {"overhead", result->overhead()},
+                      {"potluck_rounds", result->potluck_rounds},
+                      {"torch_rounds", result->torch_rounds},
+                      {"final_loss_potluck", result->final_loss_potluck},
+                      {"final_loss_torch", result->final_loss_torch}};
+  for (const auto& e : result->exchange) {
+    j["bytes_per_sample"][e.mode] = e.bytes_per_sample;
+  }
+  if (args.json) {
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::cout << absl::StrFormat(
+      "%llu parameters, %d threads\n"
+      "  potluck Trainer    %9.0f tokens/s   (final loss %.4f)\n"
+      "  plain libtorch     %9.0f tokens/s   (final loss %.4f)\n"
+      "  overhead           %+8.2f%%\n",
+      static_cast<unsigned long long>(result->parameters), result->threads,
+      result->potluck_tokens_per_s, result->final_loss_potluck, result->torch_tokens_per_s,
+      result->final_loss_torch, 100 * result->overhead());
+  if (!result->exchange.empty()) {
+    std::cout << "bytes sent per sample (2 workers, all of them together):\n";
+    const double sync = result->exchange.front().bytes_per_sample;
+    for (const auto& e : result->exchange) {
+      std::cout << absl::StrFormat("  %-12s %12.0f   (%.1fx fewer than sync)\n", e.mode,
+                                   e.bytes_per_sample, sync / e.bytes_per_sample);
+    }
+  }
+  return 0;
+#else
+  (void)args;
+  std::cerr << "potluck bench train: this build has no libtorch (POTLUCK_WITH_TORCH=OFF)\n";
+  return 3;
+#endif
+}
+
 }  // namespace
 
 CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
@@ -334,6 +405,22 @@ CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
       ->check(CLI::Range(1, 20));
   allreduce->add_flag("--json", allreduce_args->json, "One JSON object per (backend, size)");
   allreduce->callback([allreduce_args, exit_code] { *exit_code = RunAllreduce(*allreduce_args); });
+
+  auto train_args = std::make_shared<TrainArgs>();
+  CLI::App* train = bench->add_subcommand(
+      "train", "Tokens/s of potluck's Trainer vs a plain libtorch loop; bytes per sample");
+  train->add_option("--steps", train_args->steps, "Timed steps per round")
+      ->check(CLI::Range(1, 100000));
+  train->add_option("--rounds", train_args->rounds, "Alternating rounds (medians are reported)")
+      ->check(CLI::Range(1, 50));
+  train->add_option("--threads", train_args->threads, "Compute threads (default: every core)")
+      ->check(CLI::Range(0, 1024));
+  train->add_option("--dataset", train_args->dataset, "Prepared dataset (default: built-in corpus)")
+      ->check(CLI::ExistingDirectory);
+  train->add_flag("--no-exchange", train_args->no_exchange,
+                  "Skip the 2-worker bytes-per-sample runs");
+  train->add_flag("--json", train_args->json, "Print only the JSON line");
+  train->callback([train_args, exit_code] { *exit_code = RunTrain(*train_args); });
 
   // One rank of the above, started by it (not for people to call).
   CLI::App* rank = bench->add_subcommand("allreduce-rank", "");

@@ -17,6 +17,7 @@
 #include "cli/build_info.h"
 #include "cli/ckpt_command.h"
 #include "cli/data_command.h"
+#include "cli/sample_command.h"
 #include "common/gpu.h"
 
 namespace potluck {
@@ -91,6 +92,9 @@ int RunCli(int argc, char** argv) {
   int data_exit_code = kExitUsage;
   CLI::App* data = AddDataCommand(&app, &data_exit_code);
   known.push_back("data");
+  int sample_exit_code = kExitUsage;
+  CLI::App* sample = AddSampleCommand(&app, &sample_exit_code);
+  known.push_back("sample");
   int bench_exit_code = kExitUsage;
   CLI::App* bench = AddBenchCommand(&app, &bench_exit_code);
   known.push_back("bench");
@@ -145,6 +149,7 @@ int RunCli(int argc, char** argv) {
   if (ckpt->parsed()) return ckpt_exit_code;
   if (bench->parsed()) return bench_exit_code;
   if (data->parsed()) return data_exit_code;
+  if (sample->parsed()) return sample_exit_code;
   for (size_t i = 0; i < planned.size(); ++i) {
     if (planned_commands[i]->parsed()) return NotYetAvailable(planned[i]);
   }

@@ -112,6 +112,9 @@ class ErrorFeedback {
   void Reset();
   // residual()[i]: what element i's last encoding lost.
   absl::Span<const float> residual() const { return residual_; }
+  // The residuals to write, e.g. when a checkpoint restores them so a resumed
+  // run sends exactly the bytes an uninterrupted one would.
+  absl::Span<float> mutable_residual() { return absl::MakeSpan(residual_); }
 
   // Encodes v[i] = data[i] + residual()[offset + i] for i in [0, count) into
   // `out` (EncodedBytes(codec, count) bytes) and sets those residuals to

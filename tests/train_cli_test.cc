@@ -1,0 +1,58 @@
+// `potluck sample` and `potluck bench train` as a user runs them.
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/run_potluck.h"
+#include "worker/model_io.h"
+#include "worker/train_bench.h"
+
+namespace potluck {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(SampleCli, ContinuesThePromptFromTheNewestCheckpoint) {
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("potluck-sample-cli-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  v1::JobSpec job = DefaultLocalJob();
+  job.mutable_model()->mutable_gpt()->set_layers(1);
+  job.mutable_model()->mutable_gpt()->set_width(32);
+  {
+    auto store = CheckpointStore::Open(dir);
+    ASSERT_TRUE(store.ok());
+    auto model = CreateJobModel(job);
+    ASSERT_TRUE(model.ok());
+    auto config = TrainingConfigFromJob(job, 0);
+    auto trainer = Trainer::Create(model->get(), *config);
+    ASSERT_TRUE(trainer.ok());
+    ASSERT_TRUE(SaveTrainingCheckpoint(store->get(), job, 3, **trainer).ok());
+  }
+  const CommandResult a = RunPotluck("sample --ckpt " + dir + " --prompt 'GNU ' --tokens 40");
+  EXPECT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_EQ(a.output.rfind("GNU ", 0), 0u) << a.output;
+  EXPECT_EQ(a.output.size(), 4u + 40u + 1u) << a.output;
+  // The same seed gives the same text.
+  const CommandResult b = RunPotluck("sample --ckpt " + dir + " --prompt 'GNU ' --tokens 40");
+  EXPECT_EQ(a.output, b.output);
+
+  const CommandResult missing = RunPotluck("sample --ckpt " + dir + " --step 99");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.output, HasSubstr("99"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(BenchTrainCli, ReportsBothLoopsAndTheOverhead) {
+  const CommandResult r = RunPotluck("bench train --steps 2 --rounds 1 --no-exchange --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\"potluck_tokens_per_s\""));
+  EXPECT_THAT(r.output, HasSubstr("\"torch_tokens_per_s\""));
+  EXPECT_THAT(r.output, HasSubstr("\"overhead\""));
+}
+
+}  // namespace
+}  // namespace potluck
