@@ -4,6 +4,7 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -523,6 +524,44 @@ TEST_F(CoordinatorTest, EverySampleIsTrainedExactlyOnceAcrossFailures) {
                              << (wrong.empty() ? 0 : wrong[0]) << " trained "
                              << (wrong.empty() ? 0 : checkpointed[wrong[0]]) << " times";
   EXPECT_EQ(std::accumulate(checkpointed.begin(), checkpointed.end(), uint64_t{0}), total);
+}
+
+TEST_F(CoordinatorTest, ConcurrentWorkersConsumeEveryShardOnce) {
+  shards_.clear();
+  for (int i = 0; i < 24; ++i) shards_.push_back({absl::StrCat("s", i), 40});
+  const std::vector<std::string> workers = {"a", "b", "c", "d"};
+  Submit(Spec("job-1"), shards_);
+  for (const std::string& worker : workers) Join("job-1", worker);
+  const GroupView view = Form("job-1", {"a", "b", "c", "d"});
+  std::vector<std::thread> threads;
+  std::vector<uint64_t> consumed(workers.size(), 0);
+  for (size_t w = 0; w < workers.size(); ++w) {
+    threads.emplace_back([&, w] {
+      uint64_t request = 0;
+      for (;;) {
+        auto lease = coordinator_->AcquireShard("job-1", workers[w]);
+        if (lease.status().code() == absl::StatusCode::kUnavailable) return;
+        ASSERT_TRUE(lease.ok()) << lease.status();
+        for (uint64_t offset = lease->offset; offset < lease->size;) {
+          offset += 10;
+          ASSERT_TRUE(coordinator_->Heartbeat("job-1", workers[w]).ok());
+          auto reported = coordinator_->ReportProgress({"job-1", workers[w],
+                                                        absl::StrCat(workers[w], ++request),
+                                                        view.generation, lease->shard, offset, 1});
+          ASSERT_TRUE(reported.ok()) << reported.status();
+          ASSERT_FALSE(reported->duplicate);
+          consumed[w] += 10;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(std::accumulate(consumed.begin(), consumed.end(), uint64_t{0}), 24u * 40u);
+  for (const std::string& worker : workers) {
+    ASSERT_TRUE(coordinator_->EndStep("job-1", worker, 1).ok());
+  }
+  ASSERT_TRUE(Commit("a", 1).ok());
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_FINISHED);
 }
 
 TEST_F(CoordinatorTest, ReopenKeepsStateAndRevertsUncommittedProgress) {
