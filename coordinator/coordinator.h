@@ -1,0 +1,244 @@
+// Coordinator: the plain core (no gRPC) that owns, per job, the workers, the
+// generations, the shard ledger and the checkpoint commits, durable in RocksDB.
+// docs/coordinator.md has the state model, the key layout and the protocols.
+//
+// The contract:
+// - Workers Join (with a job token unless the job is open) and keep a lease by
+//   calling in (every worker call renews it; Heartbeat exists for that alone).
+//   A lapsed lease, a missed rendezvous or a peer's ReportFailure makes the
+//   worker dead; it may Join again under the same id.
+// - Membership changes make numbered generations. A removal makes a *rollback*
+//   generation at once: every uncommitted ledger report is reverted and the
+//   group resumes from the last committed checkpoint (resume_step, from
+//   checkpoint). Joiners wait in the join window and are admitted at a step
+//   boundary (EndStep) or into a generation whose rendezvous is still open; a
+//   join-only generation continues from the live step (rank 0 shares state).
+// - Rendezvous is a poll: it returns kWaiting until every member has called
+//   it; at the deadline the members that did not show are dropped.
+// - Exactly-once: progress counts only once a checkpoint commits it; the
+//   ledger's committed offsets are what counts. A checkpoint at step s needs
+//   every member to have ended step s, and commits the model and the ledger as
+//   of s in one RocksDB write batch (CheckpointStore records).
+// - Every acknowledged state change is in the state database before the call
+//   returns. Reopening reloads it, takes the committed ledger from the
+//   checkpoint store, reverts the rest, restarts leases from now (grace) and
+//   starts a rollback generation.
+//
+// Time: leases and deadlines are read from options.clock only; expiries are
+// evaluated at the start of every call and by Tick().
+// Thread-safety: a Coordinator is thread-safe; no call blocks waiting for
+// another worker. Checkpoint bytes are written without holding its lock.
+#ifndef POTLUCK_COORDINATOR_COORDINATOR_H_
+#define POTLUCK_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+#include "checkpoint/checkpoint_store.h"
+#include "common/clock.h"
+#include "potluck/v1/coordinator.pb.h"
+#include "potluck/v1/job.pb.h"
+
+namespace potluck {
+
+// One shard of a job's training data; `size` in the dataset's unit (tokens).
+struct ShardSpec {
+  std::string name;
+  uint64_t size = 0;
+};
+
+struct CoordinatorOptions {
+  // <data_dir>/state is the state database, <data_dir>/checkpoints the
+  // CheckpointStore.
+  std::string data_dir;
+  Clock* clock = Clock::Real();  // not owned; must outlive the Coordinator
+  absl::Duration lease = absl::Seconds(10);
+  absl::Duration rendezvous_timeout = absl::Seconds(30);
+  absl::Duration restart_grace = absl::Seconds(30);  // leases after a reopen
+  bool sync_writes = true;  // fsync every state write (acknowledged = durable)
+  // The job's shards; the default reads spec.dataset.manifest (a dataset
+  // directory or its manifest.json) and takes its train shards.
+  std::function<absl::StatusOr<std::vector<ShardSpec>>(const v1::JobSpec&)> load_shards;
+};
+
+struct JoinRequest {
+  std::string job_id;
+  std::string token;      // a join token for job_id; ignored for open jobs
+  std::string worker_id;  // empty: assigned; else [A-Za-z0-9._-]{1,64}, kept
+  std::string endpoint;   // where peers reach this worker
+};
+
+// What a worker learns from Join and Heartbeat.
+struct WorkerStatus {
+  std::string worker_id;
+  absl::Time lease_expiry;
+  uint64_t generation = 0;  // the job's current generation
+  bool member = false;      // false: waiting in the join window
+  v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
+};
+
+struct GroupMember {
+  std::string worker_id;
+  uint32_t rank = 0;
+  std::string endpoint;
+};
+
+struct GroupView {
+  uint64_t generation = 0;
+  std::vector<GroupMember> members;  // by rank
+  std::string secret;                // 32 random bytes for the peer links
+  uint64_t resume_step = 0;          // the step every member starts after
+  bool from_checkpoint = false;      // true: load checkpoint resume_step (0: init)
+};
+
+struct RendezvousResult {
+  enum class State { kReady, kWaiting, kSuperseded };
+  State state = State::kWaiting;
+  uint64_t generation = 0;  // the current one (kSuperseded: rendezvous there)
+  absl::Time deadline;      // kWaiting: when absent members are dropped
+  GroupView view;           // kReady only
+};
+
+struct ShardLease {
+  uint32_t shard = 0;
+  std::string name;
+  uint64_t size = 0;
+  uint64_t offset = 0;  // start reading here
+  uint64_t epoch = 0;
+};
+
+struct ProgressReport {
+  std::string job_id;
+  std::string worker_id;
+  std::string request_id;   // idempotency key: a replay is applied once
+  uint64_t generation = 0;  // the generation the worker trains in
+  uint32_t shard = 0;
+  uint64_t offset = 0;  // consumed through here (exclusive)
+  uint64_t step = 0;    // the step whose update contains the range
+};
+
+struct ProgressResult {
+  bool duplicate = false;  // a replay; nothing changed
+  uint64_t consumed_offset = 0;
+  bool shard_finished = false;  // released; acquire the next one
+};
+
+struct StepResult {
+  uint64_t generation = 0;  // differs from the worker's: regroup
+  bool regroup = false;
+  bool should_checkpoint = false;
+  v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
+};
+
+struct ShardView {
+  enum class State { kPending, kLeased, kConsumed, kDone };  // kConsumed: awaits a checkpoint
+  uint32_t id = 0;
+  std::string name;
+  uint64_t size = 0;
+  uint64_t committed_offset = 0;
+  uint64_t consumed_offset = 0;
+  State state = State::kPending;
+  std::string holder;
+  uint64_t lease_from_offset = 0;
+  absl::Time lease_until = absl::InfinitePast();  // the holder's lease
+};
+
+struct LedgerView {
+  uint64_t epoch = 0;
+  uint64_t committed_step = 0;
+  std::vector<ShardView> shards;
+};
+
+struct WorkerView {
+  std::string worker_id;
+  std::string endpoint;
+  enum class Phase { kWaiting, kMember, kDead } phase = Phase::kWaiting;
+  std::string dead_reason;
+  absl::Time lease_expiry;
+  int rank = -1;  // in the current generation
+};
+
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Open(CoordinatorOptions options);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Jobs. Submitting the same spec again returns the job (a retry); another
+  // spec under a taken id is kAlreadyExists. Admin token required.
+  absl::StatusOr<v1::JobStatus> SubmitJob(absl::string_view admin_token, const v1::JobSpec& spec);
+  absl::StatusOr<v1::JobStatus> GetJob(absl::string_view job_id);
+  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();
+  absl::Status PauseJob(absl::string_view admin_token, absl::string_view job_id);
+  absl::Status ResumeJob(absl::string_view admin_token, absl::string_view job_id);
+  absl::Status CancelJob(absl::string_view admin_token, absl::string_view job_id);
+
+  // Tokens (callers of these are trusted: the CLI on the data dir, or the
+  // service after VerifyAdminToken). Verification errors are
+  // kUnauthenticated (malformed, wrong signature, revoked, expired, unknown)
+  // or kPermissionDenied (a token of another job).
+  absl::StatusOr<std::string> CreateToken(absl::string_view job_id, absl::Duration ttl);
+  absl::StatusOr<std::string> CreateAdminToken(absl::Duration ttl);
+  absl::Status RevokeToken(absl::string_view token_or_id);
+  absl::Status VerifyToken(absl::string_view job_id, absl::string_view token);
+  absl::Status VerifyAdminToken(absl::string_view token);
+
+  // Membership. Worker calls on a dead worker are kFailedPrecondition (join
+  // again), on an unknown one kNotFound.
+  absl::StatusOr<WorkerStatus> Join(const JoinRequest& request);
+  absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id, absl::string_view worker_id);
+  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id);
+  // `reporter` (a member) saw `failed` fail: a rollback generation at once.
+  // Returns the current generation; reporting a non-member changes nothing.
+  absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id, absl::string_view reporter,
+                                         absl::string_view failed);
+  absl::StatusOr<RendezvousResult> Rendezvous(absl::string_view job_id, absl::string_view worker_id,
+                                              uint64_t generation);
+  absl::StatusOr<std::vector<WorkerView>> ListWorkers(absl::string_view job_id);
+
+  // Data and steps (members of the current generation only).
+  absl::StatusOr<ShardLease> AcquireShard(absl::string_view job_id, absl::string_view worker_id);
+  absl::StatusOr<ProgressResult> ReportProgress(const ProgressReport& report);
+  // The worker has reported all its progress through `step`: a step boundary.
+  absl::StatusOr<StepResult> EndStep(absl::string_view job_id, absl::string_view worker_id,
+                                     uint64_t step);
+  // JobSpec.checkpoint's policy: every N steps, every T seconds, and when the
+  // epoch's data is all consumed.
+  absl::StatusOr<bool> ShouldCheckpoint(absl::string_view job_id, uint64_t step);
+  absl::StatusOr<LedgerView> GetLedger(absl::string_view job_id);
+
+  // Commits the model state of `step` with the ledger as of `step`. kAborted
+  // while another commit of the job runs, kAlreadyExists for a step not after
+  // the committed one, kFailedPrecondition while a member has not ended it.
+  absl::Status CommitCheckpoint(absl::string_view job_id, absl::string_view worker_id,
+                                uint64_t step, absl::Span<const TensorToSave> tensors,
+                                absl::Span<const BlobToSave> blobs = {});
+  // The streaming form; the checks run again at Commit().
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
+                                                                    absl::string_view worker_id,
+                                                                    uint64_t step);
+  // For reading checkpoints back; owned by the Coordinator.
+  CheckpointStore* checkpoints();
+
+  // Evaluates lease and rendezvous expiries of every job now.
+  absl::Status Tick();
+
+  class Impl;
+
+ private:
+  explicit Coordinator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace potluck
+
+#endif  // POTLUCK_COORDINATOR_COORDINATOR_H_

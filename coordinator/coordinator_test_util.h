@@ -1,0 +1,151 @@
+// A Coordinator on a SimulatedClock in a fresh directory, with helpers for
+// the coordinator's tests.
+#ifndef POTLUCK_COORDINATOR_COORDINATOR_TEST_UTIL_H_
+#define POTLUCK_COORDINATOR_COORDINATOR_TEST_UTIL_H_
+
+#include <filesystem>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/clock.h"
+#include "coordinator/coordinator.h"
+
+namespace potluck::testing_util {
+
+class CoordinatorFixture : public ::testing::Test {
+ public:
+  // A valid spec whose shards come from shards_ (not from its manifest).
+  static v1::JobSpec Spec(const std::string& job_id) {
+    v1::JobSpec spec;
+    spec.set_job_id(job_id);
+    spec.mutable_model()->mutable_mlp()->set_input_dim(4);
+    spec.mutable_model()->mutable_mlp()->set_num_classes(2);
+    spec.mutable_dataset()->set_manifest("unused: the test loads shards itself");
+    spec.mutable_dataset()->set_epochs(1);
+    spec.mutable_optimizer()->set_learning_rate(0.01f);
+    spec.set_mode(v1::SYNC_MODE_SYNC);
+    spec.mutable_batch()->set_micro_batch_size(2);
+    spec.mutable_batch()->set_global_batch_size(8);
+    return spec;
+  }
+
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           (std::string("coord_") + info->test_suite_name() + "_" + info->name());
+    std::filesystem::remove_all(dir_);
+    Reopen();
+    auto admin = coordinator_->CreateAdminToken(absl::Hours(24));
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    admin_ = *admin;
+  }
+  void TearDown() override {
+    coordinator_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  CoordinatorOptions Options() {
+    CoordinatorOptions options;
+    options.data_dir = dir_.string();
+    options.clock = &clock_;
+    options.lease = absl::Seconds(10);
+    options.rendezvous_timeout = absl::Seconds(30);
+    options.restart_grace = absl::Seconds(20);
+    options.sync_writes = false;
+    options.load_shards = [this](const v1::JobSpec&) -> absl::StatusOr<std::vector<ShardSpec>> {
+      return shards_;
+    };
+    return options;
+  }
+
+  void Reopen() {
+    coordinator_.reset();
+    auto opened = Coordinator::Open(Options());
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    coordinator_ = std::move(*opened);
+  }
+
+  void Submit(const v1::JobSpec& spec, std::vector<ShardSpec> shards) {
+    shards_ = std::move(shards);
+    auto submitted = coordinator_->SubmitJob(admin_, spec);
+    ASSERT_TRUE(submitted.ok()) << submitted.status();
+  }
+
+  // Joins `worker` to job `job` with a fresh join token.
+  void Join(const std::string& job, const std::string& worker) {
+    auto token = coordinator_->CreateToken(job, absl::Hours(1));
+    ASSERT_TRUE(token.ok()) << token.status();
+    auto joined = coordinator_->Join({job, *token, worker, worker + ":7000"});
+    ASSERT_TRUE(joined.ok()) << joined.status();
+    EXPECT_EQ(joined->worker_id, worker);
+  }
+
+  // Every worker polls Rendezvous for the job's current generation until the
+  // group is formed; returns the view.
+  GroupView Form(const std::string& job, std::initializer_list<std::string> workers) {
+    const uint64_t generation = CurrentGeneration(job);
+    GroupView view;
+    for (int round = 0; round < 2; ++round) {
+      for (const std::string& worker : workers) {
+        auto result = coordinator_->Rendezvous(job, worker, generation);
+        EXPECT_TRUE(result.ok()) << worker << ": " << result.status();
+        if (!result.ok()) return view;
+        if (result->state == RendezvousResult::State::kReady) view = result->view;
+      }
+    }
+    EXPECT_EQ(view.generation, generation) << "the group did not form";
+    return view;
+  }
+
+  uint64_t CurrentGeneration(const std::string& job) {
+    auto workers = coordinator_->ListWorkers(job);
+    EXPECT_TRUE(workers.ok()) << workers.status();
+    for (const WorkerView& worker : *workers) {
+      if (worker.phase != WorkerView::Phase::kDead) {
+        auto status = coordinator_->Heartbeat(job, worker.worker_id);
+        EXPECT_TRUE(status.ok()) << status.status();
+        return status->generation;
+      }
+    }
+    ADD_FAILURE() << "no live worker in " << job;
+    return 0;
+  }
+
+  // Advances time by `duration` in steps of `step`, heartbeating `workers`.
+  void AdvanceWithHeartbeats(absl::Duration duration, std::initializer_list<std::string> workers,
+                             const std::string& job = "job-1",
+                             absl::Duration step = absl::Seconds(5)) {
+    for (absl::Duration passed; passed < duration; passed += step) {
+      clock_.AdvanceBy(std::min(step, duration - passed));
+      for (const std::string& worker : workers) {
+        auto status = coordinator_->Heartbeat(job, worker);
+        EXPECT_TRUE(status.ok()) << worker << ": " << status.status();
+      }
+    }
+  }
+
+  WorkerView Find(const std::string& job, const std::string& worker) {
+    auto workers = coordinator_->ListWorkers(job);
+    EXPECT_TRUE(workers.ok()) << workers.status();
+    for (const WorkerView& view : *workers) {
+      if (view.worker_id == worker) return view;
+    }
+    ADD_FAILURE() << "no worker " << worker;
+    return {};
+  }
+
+  SimulatedClock clock_;
+  std::filesystem::path dir_;
+  std::vector<ShardSpec> shards_ = {{"s0", 100}, {"s1", 100}, {"s2", 100}};
+  std::unique_ptr<Coordinator> coordinator_;
+  std::string admin_;
+};
+
+}  // namespace potluck::testing_util
+
+#endif  // POTLUCK_COORDINATOR_COORDINATOR_TEST_UTIL_H_
