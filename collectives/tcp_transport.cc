@@ -422,7 +422,7 @@ absl::StatusOr<std::unique_ptr<Transport>> ConnectTcpTransport(RendezvousStore* 
   if (listener < 0) return ErrnoStatus(errno, "creating the listening socket");
   int one = 1;
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  auto bound = Resolve(options.bind_host, 0);
+  auto bound = Resolve(options.bind_host, options.listen_port);
   if (!bound.ok() ||
       bind(listener, reinterpret_cast<const sockaddr*>(&*bound), sizeof(*bound)) != 0 ||
       listen(listener, options.world_size + 16) != 0) {

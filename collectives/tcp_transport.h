@@ -32,6 +32,10 @@ struct TcpTransportOptions {
   std::string bind_host = "127.0.0.1";
   // The address peers connect to; empty = bind_host.
   std::string advertise_host;
+  // The port to listen on; 0 = an ephemeral one. A worker that advertised
+  // its endpoint to the coordinator before the group formed listens on that
+  // port every generation.
+  int listen_port = 0;
   // How long one incoming connection may take to authenticate.
   absl::Duration handshake_timeout = absl::Seconds(5);
 };

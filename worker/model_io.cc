@@ -122,6 +122,30 @@ absl::Status SaveTrainingCheckpoint(CheckpointStore* store, const v1::JobSpec& j
   return store->Save(job.job_id(), step, trainer.StateTensors(), blobs, records);
 }
 
+absl::Status WriteTrainingCheckpoint(CheckpointWriter* writer, const v1::JobSpec& job,
+                                     const Trainer& trainer,
+                                     absl::Span<const BlobToSave> extra_blobs) {
+  for (const TensorToSave& t : trainer.StateTensors()) {
+    std::vector<int64_t> shape = t.shape;
+    if (shape.empty()) shape = {static_cast<int64_t>(t.data.count())};
+    RETURN_IF_ERROR(writer->BeginEntry(t.name, EntryKind::kTensor, t.data.dtype(), shape));
+    RETURN_IF_ERROR(writer->Append(t.data.data(), t.data.size_bytes()));
+  }
+  std::string job_json;
+  if (!google::protobuf::util::MessageToJsonString(job, &job_json).ok()) {
+    return absl::InternalError("could not write the job spec as JSON");
+  }
+  const std::string state = trainer.StateBlob();
+  std::vector<BlobToSave> blobs = {{kJobBlob, job_json}, {"trainer", state}};
+  blobs.insert(blobs.end(), extra_blobs.begin(), extra_blobs.end());
+  for (const BlobToSave& b : blobs) {
+    RETURN_IF_ERROR(writer->BeginEntry(b.name, EntryKind::kBlob, DType::kUInt8,
+                                       {static_cast<int64_t>(b.bytes.size())}));
+    RETURN_IF_ERROR(writer->Append(b.bytes.data(), b.bytes.size()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::JobSpec> ReadJobSpec(CheckpointReader* reader) {
   ASSIGN_OR_RETURN(std::string json, reader->ReadBlob(kJobBlob));
   v1::JobSpec job;

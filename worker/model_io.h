@@ -49,6 +49,12 @@ absl::Status SaveTrainingCheckpoint(CheckpointStore* store, const potluck::v1::J
                                     absl::Span<const BlobToSave> extra_blobs = {},
                                     absl::Span<const Record> records = {});
 
+// The same entries through a streaming writer (e.g. an upload to the
+// coordinator); the caller commits.
+absl::Status WriteTrainingCheckpoint(CheckpointWriter* writer, const potluck::v1::JobSpec& job,
+                                     const Trainer& trainer,
+                                     absl::Span<const BlobToSave> extra_blobs = {});
+
 // The JobSpec a training checkpoint was saved with; kDataLoss if unreadable.
 absl::StatusOr<potluck::v1::JobSpec> ReadJobSpec(CheckpointReader* reader);
 

@@ -291,7 +291,7 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(const TrainBenchOptions& options)
       for (uint64_t s = 0; s < options.warmup_steps + options.steps; ++s) {
         if (s == options.warmup_steps) start = absl::Now();
         ASSIGN_OR_RETURN(Batch batch, potluck_feed->Next(batch_size));
-        ASSIGN_OR_RETURN(StepResult r, trainer->Step({batch}, nullptr));
+        ASSIGN_OR_RETURN(TrainStepResult r, trainer->Step({batch}, nullptr));
         result.final_loss_potluck = r.loss;
       }
       result.potluck_rounds.push_back(tokens_per_step * options.steps /

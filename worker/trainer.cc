@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "common/checksum.h"
 #include "common/status.h"
 
 namespace potluck {
@@ -128,8 +129,12 @@ class Trainer::Impl {
 
   bool diloco() const { return config_.mode == v1::SYNC_MODE_DILOCO; }
 
-  absl::StatusOr<StepResult> Step(absl::Span<const Batch> batches, Communicator* comm, int rank) {
-    if (batches.empty()) return absl::InvalidArgumentError("a step needs at least one micro-batch");
+  absl::StatusOr<TrainStepResult> Step(absl::Span<const Batch> batches, Communicator* comm,
+                                       int rank) {
+    const bool in_group = comm != nullptr && comm->world_size() > 1;
+    if (batches.empty() && (diloco() || !in_group)) {
+      return absl::InvalidArgumentError("a step needs at least one micro-batch");
+    }
     try {
       return StepOrThrow(batches, comm, rank);
     } catch (const c10::Error& e) {
@@ -140,8 +145,8 @@ class Trainer::Impl {
     }
   }
 
-  absl::StatusOr<StepResult> StepOrThrow(absl::Span<const Batch> batches, Communicator* comm,
-                                         int rank) {
+  absl::StatusOr<TrainStepResult> StepOrThrow(absl::Span<const Batch> batches, Communicator* comm,
+                                              int rank) {
     if (diloco() && exchange_pending_) RETURN_IF_ERROR(OuterStep(comm));
     if (diloco() && inner_in_round_ == 0) round_start_ = clock_->Now();
 
@@ -157,9 +162,9 @@ class Trainer::Impl {
       loss_sum += loss.item<double>();
       samples += batches[i].samples();
     }
-    StepResult result;
+    TrainStepResult result;
     result.samples = samples;
-    result.loss = loss_sum / static_cast<double>(batches.size());
+    result.loss = batches.empty() ? 0.0 : loss_sum / static_cast<double>(batches.size());
     const bool exchange_gradients = !diloco() && comm != nullptr && comm->world_size() > 1;
     // Whether this worker's own gradient is finite, checked before the
     // all-reduce mixes it with the others' (only then is it needed: alone,
@@ -257,6 +262,62 @@ class Trainer::Impl {
 
   absl::Status Restore(CheckpointReader* reader) {
     ASSIGN_OR_RETURN(std::string blob, reader->ReadBlob(kStateBlob));
+    ASSIGN_OR_RETURN(Counters counters, ParseStateBlob(blob));
+    for (const TensorToSave& t : StateTensors()) {
+      const EntryInfo* entry = reader->info().Find(t.name);
+      if (entry == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat("checkpoint has no entry ", t.name));
+      }
+      if (entry->dtype != t.data.dtype() || entry->count() != t.data.count()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "checkpoint entry ", t.name, " holds ", entry->count(), " ", DTypeName(entry->dtype),
+            ", this model needs ", t.data.count(), " ", DTypeName(t.data.dtype())));
+      }
+    }
+    for (const TensorToSave& t : StateTensors())
+      RETURN_IF_ERROR(reader->ReadTensor(t.name, t.data));
+    Apply(counters);
+    return absl::OkStatus();
+  }
+
+  absl::Status BroadcastState(Communicator* comm, int root, absl::Time deadline) {
+    for (const TensorToSave& t : StateTensors()) {
+      RETURN_IF_ERROR(
+          Annotate(comm->Broadcast(t.data, root, deadline), absl::StrCat("broadcasting ", t.name)));
+    }
+    std::string blob = comm->rank() == root ? StateBlob() : std::string();
+    int64_t size = static_cast<int64_t>(blob.size());
+    RETURN_IF_ERROR(comm->Broadcast(TensorView::Of(&size, 1), root, deadline));
+    if (size < 0 || size > (1 << 20)) {
+      return absl::DataLossError(absl::StrCat("broadcast trainer state of ", size, " bytes"));
+    }
+    blob.resize(static_cast<size_t>(size));
+    RETURN_IF_ERROR(
+        comm->Broadcast(TensorView(blob.data(), DType::kUInt8, blob.size()), root, deadline));
+    if (comm->rank() != root) {
+      ASSIGN_OR_RETURN(Counters counters, ParseStateBlob(blob));
+      Apply(counters);
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t StateDigest() const {
+    Checksummer checksum;
+    for (const TensorToSave& t : StateTensors())
+      checksum.Update(t.data.data(), t.data.size_bytes());
+    checksum.Update(StateBlob());
+    return checksum.Digest();
+  }
+
+ private:
+  struct Counters {
+    uint64_t step = 0, adam_steps = 0, rounds = 0;
+    uint32_t inner_in_round = 0;
+    int64_t round_samples = 0;
+    bool exchange_pending = false;
+  };
+
+  absl::StatusOr<Counters> ParseStateBlob(const std::string& blob) const {
     nlohmann::json j = nlohmann::json::parse(blob, nullptr, false);
     auto corrupt = [](absl::string_view why) {
       return absl::DataLossError(absl::StrCat("trainer state blob: ", why));
@@ -272,34 +333,30 @@ class Trainer::Impl {
                                                      "', this job is '",
                                                      diloco() ? "diloco" : "sync", "'"));
     }
-    for (const TensorToSave& t : StateTensors()) {
-      const EntryInfo* entry = reader->info().Find(t.name);
-      if (entry == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat("checkpoint has no entry ", t.name));
-      }
-      if (entry->dtype != t.data.dtype() || entry->count() != t.data.count()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "checkpoint entry ", t.name, " holds ", entry->count(), " ", DTypeName(entry->dtype),
-            ", this model needs ", t.data.count(), " ", DTypeName(t.data.dtype())));
-      }
-    }
+    Counters c;
     try {
-      step_ = j.at("step").get<uint64_t>();
-      adam_steps_ = j.at("adam_steps").get<uint64_t>();
-      rounds_ = j.at("rounds").get<uint64_t>();
-      inner_in_round_ = j.at("inner_in_round").get<uint32_t>();
-      round_samples_ = j.at("round_samples").get<int64_t>();
-      exchange_pending_ = j.at("exchange_pending").get<bool>();
+      c.step = j.at("step").get<uint64_t>();
+      c.adam_steps = j.at("adam_steps").get<uint64_t>();
+      c.rounds = j.at("rounds").get<uint64_t>();
+      c.inner_in_round = j.at("inner_in_round").get<uint32_t>();
+      c.round_samples = j.at("round_samples").get<int64_t>();
+      c.exchange_pending = j.at("exchange_pending").get<bool>();
     } catch (const nlohmann::json::exception& e) {
       return corrupt(e.what());
     }
-    for (const TensorToSave& t : StateTensors())
-      RETURN_IF_ERROR(reader->ReadTensor(t.name, t.data));
-    round_start_ = clock_->Now();
-    return absl::OkStatus();
+    return c;
   }
 
- private:
+  void Apply(const Counters& c) {
+    step_ = c.step;
+    adam_steps_ = c.adam_steps;
+    rounds_ = c.rounds;
+    inner_in_round_ = c.inner_in_round;
+    round_samples_ = c.round_samples;
+    exchange_pending_ = c.exchange_pending;
+    round_start_ = clock_->Now();
+  }
+
   absl::Status NonFinite(bool this_worker) const {
     return absl::DataLossError(
         absl::StrCat("non-finite loss or gradient at step ", step_ + 1, " (",
@@ -396,8 +453,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const Tra
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 
-absl::StatusOr<StepResult> Trainer::Step(absl::Span<const Batch> micro_batches, Communicator* comm,
-                                         int rank) {
+absl::StatusOr<TrainStepResult> Trainer::Step(absl::Span<const Batch> micro_batches,
+                                              Communicator* comm, int rank) {
   return impl_->Step(micro_batches, comm, rank);
 }
 absl::StatusOr<double> Trainer::Evaluate(absl::Span<const Batch> batches) {
@@ -410,5 +467,9 @@ const TrainingConfig& Trainer::config() const { return impl_->config_; }
 std::vector<TensorToSave> Trainer::StateTensors() const { return impl_->StateTensors(); }
 std::string Trainer::StateBlob() const { return impl_->StateBlob(); }
 absl::Status Trainer::Restore(CheckpointReader* reader) { return impl_->Restore(reader); }
+absl::Status Trainer::BroadcastState(Communicator* comm, int root, absl::Time deadline) {
+  return impl_->BroadcastState(comm, root, deadline);
+}
+uint64_t Trainer::StateDigest() const { return impl_->StateDigest(); }
 
 }  // namespace potluck

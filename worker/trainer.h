@@ -71,7 +71,7 @@ struct TrainingConfig {
 absl::StatusOr<TrainingConfig> TrainingConfigFromJob(const potluck::v1::JobSpec& job,
                                                      uint64_t schedule_steps);
 
-struct StepResult {
+struct TrainStepResult {
   uint64_t step = 0;         // steps (sync) or inner steps (diloco) taken so far
   uint64_t rounds = 0;       // diloco: outer steps taken so far
   double loss = 0;           // sync: the group's mean loss; diloco: this worker's
@@ -98,13 +98,16 @@ class Trainer {
                                                          const TrainerOptions& options = {});
   ~Trainer();
 
-  // One step over this worker's `micro_batches` (at least one). `comm` is the
+  // One step over this worker's `micro_batches` (at least one; in sync mode
+  // with a group, none is allowed: the worker then adds nothing but still
+  // takes part in the all-reduce, so a worker out of data does not stall the
+  // others; at least one worker must have data). `comm` is the
   // current generation's communicator, or nullptr to train alone. `rank` seeds
   // this worker's dropout. On any error the model and optimizer are as before
   // the call, except after a failed diloco outer exchange, which leaves the
   // inner progress in place so the round's exchange can be retried.
-  absl::StatusOr<StepResult> Step(absl::Span<const Batch> micro_batches, Communicator* comm,
-                                  int rank = 0);
+  absl::StatusOr<TrainStepResult> Step(absl::Span<const Batch> micro_batches, Communicator* comm,
+                                       int rank = 0);
 
   // The mean loss over `batches`, without gradients or dropout.
   absl::StatusOr<double> Evaluate(absl::Span<const Batch> batches);
@@ -123,6 +126,14 @@ class Trainer {
   std::vector<TensorToSave> StateTensors() const;
   std::string StateBlob() const;
   absl::Status Restore(CheckpointReader* reader);
+
+  // Copies `root`'s complete state (the entries above) to every member of
+  // `comm`: how a joiner, or a member whose state digest differs, gets the
+  // group's model without a checkpoint.
+  absl::Status BroadcastState(Communicator* comm, int root, absl::Time deadline);
+  // XXH3 of the state's bytes and counters: equal on every member exactly
+  // when their models and optimizers are bitwise equal.
+  uint64_t StateDigest() const;
 
  private:
   class Impl;

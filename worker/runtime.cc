@@ -1,0 +1,711 @@
+#include "worker/runtime.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+
+#include "collectives/rendezvous.h"
+#include "collectives/tcp_communicator.h"
+#include "collectives/tcp_transport.h"
+#include "common/status.h"
+#include "data/dataset.h"
+#include "data/token_shard.h"
+#include "worker/compute_threads.h"
+#include "worker/model_io.h"
+#include "worker/trainer.h"
+
+namespace potluck {
+
+namespace v1 = potluck::v1;
+
+namespace {
+
+constexpr absl::Duration kPoll = absl::Milliseconds(20);
+
+// The endpoints of a formed generation as the TCP transport's rendezvous
+// store: every member listens on the port it advertised when it joined.
+class ViewStore final : public RendezvousStore {
+ public:
+  explicit ViewStore(const GroupView& view) {
+    for (const GroupMember& m : view.members) {
+      endpoints_[absl::StrCat("potluck/", view.generation, "/", m.rank)] = m.endpoint;
+    }
+  }
+  absl::Status Set(absl::string_view, absl::string_view) override { return absl::OkStatus(); }
+  absl::StatusOr<std::string> Get(absl::string_view key, absl::Time) override {
+    auto it = endpoints_.find(std::string(key));
+    if (it == endpoints_.end()) return absl::NotFoundError(absl::StrCat("no endpoint for ", key));
+    return it->second;
+  }
+
+ private:
+  std::map<std::string, std::string> endpoints_;
+};
+
+// A port on `host` nobody listens on now (bound and released).
+absl::StatusOr<int> PickPort(const std::string& host) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus(errno, "socket");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = 0;
+  if (inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat("bind host '", host, "' is not an IPv4 address"));
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    const int error = errno;
+    close(fd);
+    return ErrnoStatus(error, absl::StrCat("binding ", host));
+  }
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+absl::StatusOr<std::string> LoadOrCreateWorkerId(const std::string& state_dir) {
+  std::error_code error;
+  std::filesystem::create_directories(state_dir, error);
+  if (error)
+    return absl::InternalError(absl::StrCat("creating ", state_dir, ": ", error.message()));
+  const std::string path = state_dir + "/worker_id";
+  std::ifstream in(path);
+  std::string id;
+  if (in >> id && !id.empty()) return id;
+  std::random_device device;
+  id = absl::StrFormat("w-%08x%08x", device(), device());
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp);
+    out << id << "\n";
+    if (!out) return ErrnoStatus(errno, absl::StrCat("writing ", temp));
+  }
+  std::filesystem::rename(temp, path, error);
+  if (error) return absl::InternalError(absl::StrCat("renaming ", temp, ": ", error.message()));
+  return id;
+}
+
+bool IsCommunicationError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A shard this worker holds, with a read position that only becomes real
+// when the step that read it succeeds.
+struct HeldShard {
+  uint32_t id = 0;
+  std::string name;
+  uint64_t size = 0;
+  uint64_t offset = 0;
+  const TokenShard* tokens = nullptr;  // owned by the runtime's cache
+};
+
+}  // namespace
+
+class WorkerRuntime::Impl {
+ public:
+  Impl(CoordinatorClient* client, WorkerOptions options)
+      : client_(client), options_(std::move(options)) {}
+
+  ~Impl() { StopHeartbeats(); }
+
+  absl::Status Init() {
+    if (options_.state_dir.empty()) return absl::InvalidArgumentError("state_dir is required");
+    ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.state_dir));
+    ASSIGN_OR_RETURN(listen_port_, PickPort(options_.bind_host));
+    return absl::OkStatus();
+  }
+
+  absl::Status Run() {
+    RETURN_IF_ERROR(ConfigureComputeThreads(options_.threads).status());
+    ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
+    job_ = job.spec();
+    if (job_.mode() == v1::SYNC_MODE_DILOCO) {
+      return absl::UnimplementedError(
+          "the worker runtime trains sync jobs so far; diloco runs through the Trainer API");
+    }
+    max_steps_ = options_.max_steps > 0 ? options_.max_steps : job_.max_steps();
+    if (max_steps_ == 0) return absl::InvalidArgumentError("the job has no max_steps; pass one");
+    RETURN_IF_ERROR(OpenDataset());
+    RETURN_IF_ERROR(FreshModel());
+
+    const std::string host =
+        options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
+    JoinRequest join{options_.job_id, options_.token, worker_id_,
+                     absl::StrCat(host, ":", listen_port_)};
+    ASSIGN_OR_RETURN(WorkerStatus status, Retry([&] { return client_->Join(join); }));
+    generation_ = status.generation;
+    latest_generation_ = status.generation;
+    heartbeat_ = std::thread([this] { Heartbeats(); });
+
+    absl::Status result = Loop();
+    StopHeartbeats();
+    {
+      absl::MutexLock lock(&comm_mu_);
+      if (comm_ != nullptr) comm_->Abort();
+      comm_.reset();
+    }
+    if (leave_) (void)client_->Leave(options_.job_id, worker_id_);
+    return result;
+  }
+
+  void Stop() { stop_ = true; }
+
+  const std::string& worker_id() const { return worker_id_; }
+  uint64_t step() const { return trainer_ ? trainer_->step() : 0; }
+  uint64_t StateDigest() const { return trainer_ ? trainer_->StateDigest() : 0; }
+  Model* model() { return model_.get(); }
+
+ private:
+  // Retries `call` on kUnavailable with backoff, up to the outage tolerance.
+  template <typename Call>
+  auto Retry(Call call) -> decltype(call()) {
+    absl::Duration backoff = absl::Milliseconds(50);
+    const absl::Time give_up = absl::Now() + options_.outage_tolerance;
+    while (true) {
+      auto result = call();
+      if (result.ok() || result.status().code() != absl::StatusCode::kUnavailable ||
+          absl::Now() >= give_up || stop_) {
+        return result;
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+  }
+
+  absl::Status OpenDataset() {
+    // The coordinator's dataset directory when this machine can read it (a
+    // shared filesystem, or `potluck local`); otherwise fetched files, kept
+    // in the state directory.
+    std::filesystem::path dir(job_.dataset().manifest());
+    if (dir.filename() == kManifestFile) dir = dir.parent_path();
+    auto local = LoadDataset(dir.string());
+    if (local.ok()) {
+      dataset_ = *local;
+      return absl::OkStatus();
+    }
+    const std::string cache = absl::StrCat(options_.state_dir, "/cache/", options_.job_id);
+    std::filesystem::create_directories(cache);
+    ASSIGN_OR_RETURN(std::string manifest, Retry([&] {
+                       return client_->FetchDatasetFile(options_.job_id, kManifestFile);
+                     }));
+    RETURN_IF_ERROR(WriteFile(cache + "/" + kManifestFile, manifest));
+    ASSIGN_OR_RETURN(dataset_, LoadDataset(cache));
+    for (const auto* split : {&dataset_.train, &dataset_.validation}) {
+      for (const ShardInfo& shard : *split) {
+        const std::string path = cache + "/" + shard.file;
+        // A cached shard that verifies is kept; TokenShard::Open checks it.
+        if (TokenShard::Open(path, dataset_.vocab_size).ok()) continue;
+        ASSIGN_OR_RETURN(std::string bytes, Retry([&] {
+                           return client_->FetchDatasetFile(options_.job_id, shard.file);
+                         }));
+        RETURN_IF_ERROR(WriteFile(path, bytes));
+        RETURN_IF_ERROR(TokenShard::Open(path, dataset_.vocab_size).status());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  static absl::Status WriteFile(const std::string& path, const std::string& bytes) {
+    const std::string temp = path + ".tmp";
+    {
+      std::ofstream out(temp, std::ios::binary);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      if (!out) return ErrnoStatus(errno, absl::StrCat("writing ", temp));
+    }
+    std::error_code error;
+    std::filesystem::rename(temp, path, error);
+    if (error) return absl::InternalError(absl::StrCat("renaming ", temp, ": ", error.message()));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<const TokenShard*> Shard(const std::string& name) {
+    auto it = shards_.find(name);
+    if (it != shards_.end()) return it->second.get();
+    ASSIGN_OR_RETURN(auto shard, TokenShard::Open(dataset_.dir + "/" + name, dataset_.vocab_size));
+    return (shards_[name] = std::move(shard)).get();
+  }
+
+  absl::Status FreshModel() {
+    trainer_.reset();
+    ASSIGN_OR_RETURN(model_, CreateJobModel(job_));
+    ASSIGN_OR_RETURN(TrainingConfig config, TrainingConfigFromJob(job_, max_steps_));
+    TrainerOptions trainer_options;
+    trainer_options.collective_timeout = options_.collective_timeout;
+    ASSIGN_OR_RETURN(trainer_, Trainer::Create(model_.get(), config, trainer_options));
+    return absl::OkStatus();
+  }
+
+  void Heartbeats() {
+    while (!heartbeat_stop_.WaitForNotificationWithTimeout(options_.heartbeat_interval)) {
+      auto status = client_->Heartbeat(options_.job_id, worker_id_);
+      if (status.ok()) {
+        coordinator_seen_ = absl::Now();
+        latest_generation_ = status->generation;
+        if (status->generation != generation_.load()) AbortComm();
+      } else if (status.status().code() == absl::StatusCode::kFailedPrecondition ||
+                 status.status().code() == absl::StatusCode::kNotFound) {
+        must_rejoin_ = true;  // the coordinator counts this worker dead
+        AbortComm();
+      }
+    }
+  }
+
+  void StopHeartbeats() {
+    if (!heartbeat_.joinable()) return;
+    heartbeat_stop_.Notify();
+    heartbeat_.join();
+  }
+
+  void AbortComm() {
+    absl::MutexLock lock(&comm_mu_);
+    if (comm_ != nullptr) comm_->Abort();
+  }
+
+  absl::Status Loop() {
+    bool need_group = true;
+    while (true) {
+      if (stop_) {
+        leave_ = true;
+        return absl::OkStatus();
+      }
+      if (must_rejoin_) {
+        must_rejoin_ = false;
+        const std::string host =
+            options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
+        JoinRequest join{options_.job_id, options_.token, worker_id_,
+                         absl::StrCat(host, ":", listen_port_)};
+        ASSIGN_OR_RETURN(WorkerStatus status, Retry([&] { return client_->Join(join); }));
+        latest_generation_ = status.generation;
+        need_group = true;
+      }
+      if (need_group || latest_generation_.load() != generation_.load()) {
+        absl::Status formed = FormGroup();
+        if (!formed.ok()) {
+          if (stop_) continue;
+          if (!IsCommunicationError(formed) && formed.code() != absl::StatusCode::kNotFound) {
+            return formed;
+          }
+          std::cerr << "worker " << worker_id_ << ": forming generation " << generation_
+                    << " failed (" << formed << "); retrying\n";
+          WaitForNewGeneration();
+          continue;
+        }
+        need_group = false;
+      }
+      if (trainer_->step() >= max_steps_) return Finish();
+      absl::Status stepped = StepOnce();
+      if (stepped.ok()) continue;
+      if (stepped.code() == absl::StatusCode::kDataLoss &&
+          absl::StrContains(stepped.message(), "this worker's own")) {
+        leave_ = true;  // the others regroup without this worker at once
+        return stepped;
+      }
+      if (!IsCommunicationError(stepped)) return stepped;
+      // A peer vanished or the generation changed: wait for the coordinator's
+      // new group, then redo the step there.
+      if (stepped.code() != absl::StatusCode::kAborted) {
+        std::cerr << "worker " << worker_id_ << ": step " << trainer_->step() + 1
+                  << " failed in generation " << generation_ << " (" << stepped << ")\n";
+      }
+      WaitForNewGeneration();
+      need_group = true;
+    }
+  }
+
+  // Waits until the coordinator announces another generation, or a lease's
+  // worth of time (then the same generation is formed again: the failure was
+  // a transient one).
+  void WaitForNewGeneration() {
+    const absl::Time until = absl::Now() + absl::Seconds(15);
+    while (!stop_ && !must_rejoin_ && latest_generation_.load() == generation_.load() &&
+           absl::Now() < until) {
+      absl::SleepFor(kPoll * 5);
+    }
+  }
+
+  absl::Status FormGroup() {
+    {
+      absl::MutexLock lock(&comm_mu_);
+      if (comm_ != nullptr) comm_->Abort();
+      comm_.reset();
+    }
+    uint64_t generation = latest_generation_.load();
+    GroupView view;
+    while (true) {
+      if (stop_) return absl::CancelledError("stopping");
+      auto r = client_->Rendezvous(options_.job_id, worker_id_, generation);
+      if (!r.ok()) {
+        const absl::StatusCode code = r.status().code();
+        if (code == absl::StatusCode::kUnavailable) {
+          absl::SleepFor(kPoll * 10);
+          continue;
+        }
+        if (code == absl::StatusCode::kFailedPrecondition &&
+            absl::StrContains(r.status().message(), "waits")) {
+          // In the join window: admitted at the group's next step boundary.
+          absl::SleepFor(kPoll * 5);
+          generation = std::max(generation, latest_generation_.load());
+          continue;
+        }
+        if (code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kNotFound) {
+          must_rejoin_ = true;
+        }
+        return r.status();
+      }
+      if (r->state == RendezvousResult::State::kSuperseded) {
+        generation = r->generation;
+        continue;
+      }
+      if (r->state == RendezvousResult::State::kWaiting) {
+        absl::SleepFor(kPoll);
+        continue;
+      }
+      view = r->view;
+      break;
+    }
+    generation_ = view.generation;
+    latest_generation_ = std::max(latest_generation_.load(), view.generation);
+    rank_ = -1;
+    for (const GroupMember& m : view.members) {
+      if (m.worker_id == worker_id_) rank_ = static_cast<int>(m.rank);
+    }
+    if (rank_ < 0) return absl::NotFoundError("this worker is not in the group view");
+    world_ = static_cast<int>(view.members.size());
+
+    TcpTransportOptions transport;
+    transport.rank = rank_;
+    transport.world_size = world_;
+    transport.generation = view.generation;
+    transport.secret = view.secret;
+    transport.bind_host = options_.bind_host;
+    transport.advertise_host = options_.advertise_host;
+    transport.listen_port = listen_port_;
+    ViewStore store(view);
+    const absl::Time deadline = absl::Now() + options_.collective_timeout;
+    ASSIGN_OR_RETURN(auto links, ConnectTcpTransport(&store, transport, deadline));
+    {
+      absl::MutexLock lock(&comm_mu_);
+      comm_ = NewTransportCommunicator(std::move(links), view.generation);
+    }
+
+    // The group's state: the committed checkpoint after a rollback, rank 0's
+    // otherwise (it adds only joiners, and members hold the live model).
+    Communicator* comm = Comm();
+    if (view.from_checkpoint) {
+      // The rolled-back lineage's reads and reports are void: the ledger
+      // reverted to the checkpoint, and AcquireShard says where to resume.
+      held_.reset();
+      pending_.clear();
+      auto reader = client_->OpenCheckpoint(options_.job_id, view.resume_step);
+      if (reader.ok()) {
+        RETURN_IF_ERROR(trainer_->Restore(reader->get()));
+      } else if (reader.status().code() == absl::StatusCode::kNotFound && view.resume_step == 0) {
+        RETURN_IF_ERROR(FreshModel());
+      } else {
+        return Annotate(reader.status(), absl::StrCat("loading step ", view.resume_step));
+      }
+    } else {
+      RETURN_IF_ERROR(trainer_->BroadcastState(comm, 0, Deadline()));
+    }
+    // Invariant 3: every member compares its state digest with the others'.
+    std::vector<int64_t> digests(world_);
+    digests[rank_] = static_cast<int64_t>(trainer_->StateDigest());
+    RETURN_IF_ERROR(comm->AllGather(TensorView::Of(digests.data(), digests.size()), Deadline()));
+    for (int r = 1; r < world_; ++r) {
+      if (digests[r] == digests[0]) continue;
+      std::cerr << "worker " << worker_id_ << ": generation " << view.generation << ": rank " << r
+                << "'s state differs from rank 0's; re-broadcasting from rank 0\n";
+      RETURN_IF_ERROR(trainer_->BroadcastState(comm, 0, Deadline()));
+      break;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Time Deadline() const { return absl::Now() + options_.collective_timeout; }
+
+  // The current communicator. Only the training thread replaces it, so the
+  // pointer stays valid on that thread without holding the lock.
+  Communicator* Comm() {
+    absl::MutexLock lock(&comm_mu_);
+    return comm_.get();
+  }
+
+  // Reads `sequences` sequences from the held shards, leasing new ones as
+  // needed; fewer when the epoch has no pending shard. Advances `cursor`
+  // (the caller commits it) and records finished shards in `finished`.
+  absl::Status Read(int64_t sequences, std::optional<HeldShard>* cursor,
+                    std::vector<std::pair<uint32_t, uint64_t>>* touched, std::vector<Batch>* out) {
+    const uint32_t context = job_.model().gpt().context_length();
+    const int64_t width = context + 1;
+    std::vector<uint32_t> tokens;
+    int64_t got = 0;
+    while (got < sequences) {
+      if (!cursor->has_value()) {
+        auto lease = client_->AcquireShard(options_.job_id, worker_id_);
+        if (!lease.ok()) {
+          if (lease.status().code() == absl::StatusCode::kUnavailable) break;  // none now
+          return lease.status();
+        }
+        ASSIGN_OR_RETURN(const TokenShard* shard, Shard(lease->name));
+        *cursor = HeldShard{lease->shard, lease->name, lease->size, lease->offset, shard};
+      }
+      HeldShard& held = **cursor;
+      if (held.offset + width > held.size) {
+        // The tail cannot make a whole sequence: the shard is done.
+        held.offset = held.size;
+        touched->emplace_back(held.id, held.offset);
+        cursor->reset();
+        continue;
+      }
+      tokens.resize(static_cast<size_t>((got + 1) * width));
+      RETURN_IF_ERROR(held.tokens->Read(
+          held.offset, absl::MakeSpan(tokens).subspan(static_cast<size_t>(got * width), width)));
+      held.offset += context;
+      ++got;
+      if (touched->empty() || touched->back().first != held.id) {
+        touched->emplace_back(held.id, held.offset);
+      } else {
+        touched->back().second = held.offset;
+      }
+    }
+    if (got == 0) return absl::OkStatus();
+    torch::Tensor all = torch::from_blob(tokens.data(), {got * width}, torch::kInt32)
+                            .to(torch::kLong)
+                            .view({got, width});
+    out->push_back(
+        Batch{all.narrow(1, 0, context).contiguous(), all.narrow(1, 1, context).contiguous()});
+    return absl::OkStatus();
+  }
+
+  absl::Status StepOnce() {
+    const absl::Time start = absl::Now();
+    const uint64_t step = trainer_->step() + 1;
+    const int64_t micro = job_.batch().micro_batch_size() > 0 ? job_.batch().micro_batch_size() : 8;
+    const int64_t global = job_.batch().global_batch_size();
+    const int64_t accumulation = std::max<int64_t>(1, global / (micro * world_));
+
+    std::optional<HeldShard> cursor = held_;
+    std::vector<std::pair<uint32_t, uint64_t>> touched;
+    std::vector<Batch> batches;
+    for (int64_t i = 0; i < accumulation; ++i) {
+      RETURN_IF_ERROR(Read(micro, &cursor, &touched, &batches));
+    }
+    int64_t samples = 0;
+    for (const Batch& b : batches) samples += b.samples();
+
+    double total = static_cast<double>(samples);
+    Communicator* comm = Comm();
+    RETURN_IF_ERROR(comm->AllReduce(TensorView::Of(&total, 1), ReduceOp::kSum, Deadline()));
+    if (total == 0) return EndOfEpoch();
+
+    ASSIGN_OR_RETURN(TrainStepResult result, trainer_->Step(batches, comm, rank_));
+    held_ = cursor;  // the step happened: its reads count
+    for (const auto& [shard, offset] : touched) {
+      ProgressReport report;
+      report.job_id = options_.job_id;
+      report.worker_id = worker_id_;
+      report.request_id =
+          absl::StrCat(worker_id_, "-g", generation_.load(), "-s", step, "-", shard, "-", offset);
+      report.generation = generation_;
+      report.shard = shard;
+      report.offset = offset;
+      report.step = step;
+      pending_.push_back(report);
+    }
+    // The step is applied whatever the coordinator answers (a regroup is
+    // handled by the caller), so it is shown either way.
+    const absl::Status ended = ReportAndEndStep(step);
+    if (options_.on_step) {
+      WorkerProgress progress;
+      progress.step = step;
+      progress.max_steps = max_steps_;
+      progress.loss = result.loss;
+      progress.rank = rank_;
+      progress.world_size = world_;
+      progress.generation = generation_;
+      const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+      progress.tokens_per_s =
+          seconds > 0 ? samples * job_.model().gpt().context_length() / seconds : 0;
+      options_.on_step(progress);
+    }
+    return ended;
+  }
+
+  // Flushes the buffered reports and ends `step`; during an outage keeps
+  // them for later (training goes on). Uploads the step's checkpoint when
+  // this worker is rank 0 and the coordinator asks.
+  absl::Status ReportAndEndStep(uint64_t step) {
+    while (!pending_.empty()) {
+      auto reported = client_->ReportProgress(pending_.front());
+      if (reported.ok()) {
+        pending_.pop_front();
+        continue;
+      }
+      if (reported.status().code() == absl::StatusCode::kUnavailable) return CheckOutage();
+      if (reported.status().code() == absl::StatusCode::kAborted) {
+        pending_.clear();  // rolled back: the new generation resumes elsewhere
+        return reported.status();
+      }
+      return Annotate(reported.status(), "reporting progress");
+    }
+    auto ended = client_->EndStep(options_.job_id, worker_id_, step);
+    if (!ended.ok()) {
+      if (ended.status().code() == absl::StatusCode::kUnavailable) return CheckOutage();
+      return Annotate(ended.status(), absl::StrCat("ending step ", step));
+    }
+    coordinator_seen_ = absl::Now();
+    latest_generation_ = std::max(latest_generation_.load(), ended->generation);
+    if (ended->job_state == v1::JOB_STATE_CANCELLED) {
+      stop_ = true;
+      return absl::OkStatus();
+    }
+    if (ended->should_checkpoint && rank_ == 0) RETURN_IF_ERROR(Upload(step));
+    if (ended->regroup) return absl::AbortedError("the coordinator made a new generation");
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckOutage() {
+    if (absl::Now() - coordinator_seen_.load() > options_.outage_tolerance) {
+      return absl::UnavailableError(absl::StrCat("the coordinator has been unreachable for over ",
+                                                 absl::FormatDuration(options_.outage_tolerance)));
+    }
+    return absl::OkStatus();  // keep training; the reports wait
+  }
+
+  // Uploads this step's state. The coordinator accepts it once every member
+  // has ended the step; they do so right after their own step, so retry.
+  absl::Status Upload(uint64_t step) {
+    const absl::Time give_up = absl::Now() + options_.collective_timeout;
+    while (true) {
+      auto writer = client_->BeginCheckpoint(options_.job_id, worker_id_, step);
+      absl::Status status = writer.status();
+      if (writer.ok()) {
+        status = WriteTrainingCheckpoint(writer->get(), job_, *trainer_);
+        if (status.ok()) status = (*writer)->Commit();
+      }
+      if (status.ok() || status.code() == absl::StatusCode::kAlreadyExists) {
+        return absl::OkStatus();
+      }
+      const bool retry = status.code() == absl::StatusCode::kFailedPrecondition ||
+                         status.code() == absl::StatusCode::kAborted;
+      if (!retry || absl::Now() >= give_up || latest_generation_.load() != generation_.load()) {
+        // Not fatal: the next checkpoint will do. Training goes on.
+        std::cerr << "worker " << worker_id_ << ": checkpoint of step " << step
+                  << " not committed: " << status << "\n";
+        return absl::OkStatus();
+      }
+      absl::SleepFor(kPoll);
+    }
+  }
+
+  // Nobody has data: the epoch's shards are all consumed. The epoch rolls
+  // over when a checkpoint commits them, so rank 0 commits one; then
+  // everyone waits for shards of the next epoch (or the job's end).
+  absl::Status EndOfEpoch() {
+    const uint64_t step = trainer_->step();
+    RETURN_IF_ERROR(ReportAndEndStep(step));
+    if (rank_ == 0) RETURN_IF_ERROR(Upload(step));
+    ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
+    if (job.state() == v1::JOB_STATE_FINISHED || job.state() == v1::JOB_STATE_CANCELLED) {
+      stop_ = true;
+      leave_ = false;
+      return absl::OkStatus();
+    }
+    absl::SleepFor(kPoll * 10);
+    return absl::OkStatus();
+  }
+
+  // max_steps reached: rank 0 commits the last step, the others wait for
+  // that commit, then everyone leaves.
+  absl::Status Finish() {
+    const uint64_t step = trainer_->step();
+    RETURN_IF_ERROR(ReportAndEndStep(step));
+    if (rank_ == 0) RETURN_IF_ERROR(Upload(step));
+    const absl::Time give_up = absl::Now() + options_.collective_timeout;
+    while (absl::Now() < give_up && !stop_) {
+      auto job = client_->GetJob(options_.job_id);
+      if (job.ok() && job->committed_step() >= step) break;
+      if (latest_generation_.load() != generation_.load()) {
+        return absl::AbortedError("the group changed before the last step was committed");
+      }
+      absl::SleepFor(kPoll * 5);
+    }
+    leave_ = true;
+    return absl::OkStatus();
+  }
+
+  CoordinatorClient* const client_;  // not owned
+  const WorkerOptions options_;
+  std::string worker_id_;
+  int listen_port_ = 0;
+  v1::JobSpec job_;
+  uint64_t max_steps_ = 0;
+  Dataset dataset_;
+  std::map<std::string, std::unique_ptr<TokenShard>> shards_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Trainer> trainer_;
+
+  std::atomic<uint64_t> generation_{0};         // the one this worker trains in
+  std::atomic<uint64_t> latest_generation_{0};  // the newest it has heard of
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> must_rejoin_{false};
+  std::atomic<absl::Time> coordinator_seen_{absl::Now()};
+  bool leave_ = false;
+  int rank_ = 0;
+  int world_ = 1;
+  std::optional<HeldShard> held_;
+  std::deque<ProgressReport> pending_;
+
+  // The heartbeat thread aborts comm_ under comm_mu_; the training thread
+  // replaces it under comm_mu_ and uses it through Comm().
+  absl::Mutex comm_mu_;
+  std::unique_ptr<Communicator> comm_ ABSL_GUARDED_BY(comm_mu_);
+  std::thread heartbeat_;
+  absl::Notification heartbeat_stop_;
+};
+
+absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(CoordinatorClient* client,
+                                                                     WorkerOptions options) {
+  auto impl = std::make_unique<Impl>(client, std::move(options));
+  RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<WorkerRuntime>(new WorkerRuntime(std::move(impl)));
+}
+
+WorkerRuntime::WorkerRuntime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerRuntime::~WorkerRuntime() = default;
+absl::Status WorkerRuntime::Run() { return impl_->Run(); }
+void WorkerRuntime::Stop() { impl_->Stop(); }
+const std::string& WorkerRuntime::worker_id() const { return impl_->worker_id(); }
+uint64_t WorkerRuntime::step() const { return impl_->step(); }
+uint64_t WorkerRuntime::StateDigest() const { return impl_->StateDigest(); }
+Model* WorkerRuntime::model() { return impl_->model(); }
+
+}  // namespace potluck

@@ -1,0 +1,103 @@
+// WorkerRuntime: one worker of a job, from Join to the last step: it
+// heartbeats from its own thread, forms each generation's group, leases
+// shards from the coordinator's ledger, trains with the job's Trainer,
+// reports progress, uploads checkpoints when the coordinator asks, and
+// regroups whenever membership changes.
+//
+// The step protocol (sync mode):
+//  1. read this worker's micro-batches from its leased shard (tentatively: a
+//     failed step puts the cursor back);
+//  2. one small all-reduce of the sample counts (everyone out of data: the
+//     epoch's end, see below), then Trainer::Step (the gradients' all-reduce);
+//  3. queue a progress report per shard the step consumed, flush the queue
+//     and EndStep(step); if the coordinator asks, rank 0 uploads the
+//     checkpoint of this step before its next one.
+// Regroup: the communicator of the old generation is aborted, the worker
+// rendezvouses on the new one and gets the group's state: from the
+// coordinator's checkpoint when the generation rolls back (a member left),
+// by broadcast from rank 0 when it only adds joiners. Members then compare
+// state digests; a mismatch is logged and repaired by a broadcast from rank 0.
+//
+// A dead peer shows up as a failed collective: the survivors wait for the
+// coordinator to notice the lapsed lease (lease + heartbeat), then regroup
+// and redo the step. While the coordinator is unreachable the worker keeps
+// training on the shard it holds and buffers its reports, for up to
+// `outage_tolerance`.
+//
+// Thread-safety: Run() on one thread; Stop() from any thread (not from a
+// signal handler: have a thread wait for the signal and call it).
+#ifndef POTLUCK_WORKER_RUNTIME_H_
+#define POTLUCK_WORKER_RUNTIME_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+#include "coordinator/client.h"
+#include "worker/model.h"
+
+namespace potluck {
+
+struct WorkerProgress {
+  uint64_t step = 0;
+  uint64_t max_steps = 0;
+  double loss = 0;
+  int rank = 0;
+  int world_size = 1;
+  uint64_t generation = 0;
+  double tokens_per_s = 0;  // this worker's, over its last step
+};
+
+struct WorkerOptions {
+  std::string job_id;
+  std::string token;
+  // Keeps the worker's id (so a restarted worker keeps its identity) and the
+  // cache of fetched shards. Created if missing. Required.
+  std::string state_dir;
+  std::string bind_host = "127.0.0.1";  // where peer links listen
+  std::string advertise_host;           // what peers dial; empty = bind_host
+  int threads = 1;                      // compute threads for this worker
+  absl::Duration heartbeat_interval = absl::Milliseconds(500);
+  absl::Duration collective_timeout = absl::Seconds(30);
+  // How long to keep going without the coordinator before giving up.
+  absl::Duration outage_tolerance = absl::Minutes(2);
+  uint64_t max_steps = 0;  // 0 = the job's max_steps (which must then be set)
+  // Called after every step on the training thread.
+  std::function<void(const WorkerProgress&)> on_step;
+};
+
+class WorkerRuntime {
+ public:
+  // `client` is not owned and must outlive the runtime.
+  static absl::StatusOr<std::unique_ptr<WorkerRuntime>> Create(CoordinatorClient* client,
+                                                               WorkerOptions options);
+  ~WorkerRuntime();
+
+  // Trains until max_steps is reached and committed, the job finishes or is
+  // cancelled, Stop() is called (then the worker leaves the group), or an
+  // error this worker cannot get past (e.g. its own non-finite gradient:
+  // it leaves, so the others regroup without it).
+  absl::Status Run();
+  // Finish or abandon the current step, report, leave. Any thread.
+  void Stop();
+
+  const std::string& worker_id() const;
+  // After Run: the trainer's step and state digest (tests compare workers).
+  uint64_t step() const;
+  uint64_t StateDigest() const;
+  Model* model();
+
+ private:
+  class Impl;
+  explicit WorkerRuntime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace potluck
+
+#endif  // POTLUCK_WORKER_RUNTIME_H_

@@ -1,0 +1,183 @@
+// Workers as threads around an in-process coordinator: the runtime's
+// protocol end to end (the multi-process suites are in tests/).
+#include "worker/runtime.h"
+
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+
+#include "data/dataset.h"
+#include "worker/test_util.h"
+
+namespace potluck {
+namespace {
+
+constexpr uint32_t kContext = 16;
+constexpr int64_t kMicro = 4;
+
+class RuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::set_num_threads(1);
+    dir_ = FreshTempDir("run");
+    {
+      std::ofstream text(dir_ + "/corpus.txt");
+      for (int i = 0; i < 300; ++i) text << "worker " << i << " trains on line " << i * 3 << "\n";
+    }
+    PrepareOptions prepare;
+    prepare.inputs = {dir_ + "/corpus.txt"};
+    prepare.out_dir = dir_ + "/data";
+    prepare.shard_tokens = 2000;
+    auto dataset = PrepareDataset(prepare);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    dataset_ = *dataset;
+    CoordinatorOptions options;
+    options.data_dir = dir_ + "/coordinator";
+    options.lease = absl::Seconds(2);
+    options.rendezvous_timeout = absl::Seconds(10);
+    auto coordinator = Coordinator::Open(options);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = std::move(*coordinator);
+    auto admin = coordinator_->CreateAdminToken(absl::Hours(1));
+    ASSERT_TRUE(admin.ok());
+    job_.set_job_id("rt");
+    job_.set_seed(3);
+    job_.set_mode(v1::SYNC_MODE_SYNC);
+    job_.mutable_optimizer()->set_learning_rate(3e-3);
+    *job_.mutable_model() = TinyGptSpec(256, kContext, 1, 2, 16);
+    job_.mutable_dataset()->set_manifest(dataset_.dir);
+    job_.mutable_dataset()->set_epochs(5);
+    job_.mutable_batch()->set_micro_batch_size(kMicro);
+    job_.mutable_batch()->set_global_batch_size(12);
+    job_.mutable_checkpoint()->set_every_steps(4);
+    job_.mutable_checkpoint()->set_keep_last(3);
+    job_.mutable_access()->set_open(true);
+    job_.set_max_steps(12);
+    auto submitted = coordinator_->SubmitJob(*admin, job_);
+    ASSERT_TRUE(submitted.ok()) << submitted.status();
+  }
+
+  WorkerOptions Options(int index) {
+    WorkerOptions options;
+    options.job_id = "rt";
+    options.state_dir = absl::StrCat(dir_, "/worker", index);
+    options.heartbeat_interval = absl::Milliseconds(200);
+    options.collective_timeout = absl::Seconds(10);
+    return options;
+  }
+
+  // Sequences the committed ledger counts as trained.
+  uint64_t CommittedSequences() {
+    auto ledger = coordinator_->GetLedger("rt");
+    EXPECT_TRUE(ledger.ok());
+    uint64_t sequences = 0;
+    for (const ShardView& shard : ledger->shards) {
+      const uint64_t o = shard.committed_offset;
+      // A finished shard's tail (shorter than a sequence) was skipped.
+      sequences += o == shard.size ? (shard.size - 1) / kContext : o / kContext;
+    }
+    return sequences;
+  }
+
+  // What rank 0 saw of each step of the surviving lineage, and the samples
+  // that lineage trained: each worker accumulates global / (micro * world)
+  // micro-batches, at least one.
+  void Record(const WorkerProgress& p) {
+    if (p.rank != 0) return;
+    absl::MutexLock lock(&mu_);
+    world_at_step_[p.step] = p.world_size;
+    // A redone step replaces what the rolled-back lineage did after it.
+    for (auto it = world_at_step_.upper_bound(p.step); it != world_at_step_.end();) {
+      it = world_at_step_.erase(it);
+    }
+  }
+  uint64_t TrainedSequences() {
+    absl::MutexLock lock(&mu_);
+    uint64_t sequences = 0;
+    for (const auto& [step, world] : world_at_step_) {
+      sequences += world * kMicro * std::max<int64_t>(1, 12 / (kMicro * world));
+    }
+    return sequences;
+  }
+
+  absl::Mutex mu_;
+  std::map<uint64_t, int> world_at_step_ ABSL_GUARDED_BY(mu_);
+  std::string dir_;
+  Dataset dataset_;
+  std::unique_ptr<Coordinator> coordinator_;
+  v1::JobSpec job_;
+};
+
+TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOnce) {
+  constexpr int kWorkers = 3;
+  std::vector<std::unique_ptr<CoordinatorClient>> clients;
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  for (int i = 0; i < kWorkers; ++i) {
+    clients.push_back(NewInProcessClient(coordinator_.get()));
+    WorkerOptions options = Options(i);
+    options.on_step = [&](const WorkerProgress& p) { Record(p); };
+    auto worker = WorkerRuntime::Create(clients.back().get(), options);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    workers.push_back(std::move(*worker));
+  }
+  std::vector<absl::Status> results(kWorkers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kWorkers; ++i) {
+    threads.emplace_back([&, i] { results[i] = workers[i]->Run(); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kWorkers; ++i) {
+    ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
+    EXPECT_EQ(workers[i]->step(), 12u);
+    EXPECT_EQ(workers[i]->StateDigest(), workers[0]->StateDigest()) << "worker " << i;
+  }
+  auto job = coordinator_->GetJob("rt");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->committed_step(), 12u);
+  // Every sequence the 12 steps trained is counted, once.
+  EXPECT_EQ(CommittedSequences(), TrainedSequences());
+  EXPECT_GE(CommittedSequences(), 12u * 8);
+}
+
+TEST_F(RuntimeTest, AWorkerThatLeavesMidRunIsRegroupedAroundAndNothingCountsTwice) {
+  constexpr int kWorkers = 3;
+  std::vector<std::unique_ptr<CoordinatorClient>> clients;
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  for (int i = 0; i < kWorkers; ++i) {
+    clients.push_back(NewInProcessClient(coordinator_.get()));
+    WorkerOptions options = Options(i);
+    options.on_step = [&, i](const WorkerProgress& p) {
+      if (i == 0 && p.step == 6) workers[2]->Stop();
+      Record(p);
+    };
+    auto worker = WorkerRuntime::Create(clients.back().get(), options);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    workers.push_back(std::move(*worker));
+  }
+  std::vector<absl::Status> results(kWorkers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kWorkers; ++i) {
+    threads.emplace_back([&, i] { results[i] = workers[i]->Run(); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kWorkers; ++i) EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+  EXPECT_EQ(workers[0]->step(), 12u);
+  EXPECT_EQ(workers[1]->step(), 12u);
+  EXPECT_EQ(workers[0]->StateDigest(), workers[1]->StateDigest());
+  EXPECT_LT(workers[2]->step(), 12u);
+
+  {
+    absl::MutexLock lock(&mu_);
+    ASSERT_EQ(world_at_step_.size(), 12u);
+    EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  }
+  EXPECT_EQ(CommittedSequences(), TrainedSequences());
+}
+
+}  // namespace
+}  // namespace potluck
