@@ -292,7 +292,7 @@ class Service final : public v1::Coordinator::Service {
 
   // ---- checkpoints and data files ----
 
-  grpc::Status PutCheckpoint(grpc::ServerContext*,
+  grpc::Status PutCheckpoint(grpc::ServerContext* context,
                              grpc::ServerReader<v1::PutCheckpointRequest>* reader,
                              v1::PutCheckpointResponse* response) override {
     v1::PutCheckpointRequest message;
@@ -304,6 +304,15 @@ class Service final : public v1::Coordinator::Service {
       return ToGrpc(absl::InvalidArgumentError("PutCheckpoint: the first message must be 'begin'"));
     }
     const v1::PutCheckpointRequest::Begin begin = message.begin();
+    // The checkpoint store takes one writer at a time (for every job): wait
+    // for the upload before this one to finish rather than fail. Declared
+    // before `writer`, so the writer is gone before the slot is released.
+    UploadSlot slot(this, context);
+    if (!slot.acquired()) {
+      return ToGrpc(absl::DeadlineExceededError(
+          absl::StrCat("PutCheckpoint ", begin.job_id(), "@", begin.step(),
+                       ": another checkpoint upload held the store until the deadline")));
+    }
     auto writer = core_->BeginCheckpoint(begin.job_id(), begin.worker_id(), begin.step());
     if (!writer.ok()) return ToGrpc(writer.status());
     while (reader->Read(&message)) {
@@ -391,6 +400,31 @@ class Service final : public v1::Coordinator::Service {
   }
 
  private:
+  // One PutCheckpoint stream owns the checkpoint store at a time.
+  class UploadSlot {
+   public:
+    UploadSlot(Service* service, grpc::ServerContext* context) : service_(service) {
+      const absl::Time call_deadline = absl::FromChrono(context->deadline());
+      const absl::Time deadline = std::min(call_deadline, absl::Now() + absl::Minutes(10));
+      absl::MutexLock lock(&service_->upload_mu_);
+      acquired_ = service_->upload_mu_.AwaitWithDeadline(
+          absl::Condition(
+              +[](bool* busy) { return !*busy; }, &service_->upload_busy_),
+          deadline);
+      if (acquired_) service_->upload_busy_ = true;
+    }
+    ~UploadSlot() {
+      if (!acquired_) return;
+      absl::MutexLock lock(&service_->upload_mu_);
+      service_->upload_busy_ = false;
+    }
+    bool acquired() const { return acquired_; }
+
+   private:
+    Service* const service_;  // outlives the slot (a handler's local)
+    bool acquired_ = false;
+  };
+
   grpc::Status Control(const v1::JobControlRequest& request, v1::JobControlResponse* response,
                        absl::Status (Coordinator::*op)(absl::string_view, absl::string_view)) {
     RETURN_GRPC(CheckVersion(request));
@@ -404,6 +438,8 @@ class Service final : public v1::Coordinator::Service {
   Coordinator* const core_;  // not owned; outlives the server
   const int piece_bytes_;
   std::atomic<bool> draining_{false};
+  absl::Mutex upload_mu_;
+  bool upload_busy_ ABSL_GUARDED_BY(upload_mu_) = false;
 };
 
 class GrpcCoordinatorServer final : public CoordinatorServer {
