@@ -16,6 +16,7 @@
 #include "cli/bench_command.h"
 #include "cli/build_info.h"
 #include "cli/ckpt_command.h"
+#include "cli/coordinator_command.h"
 #include "cli/data_command.h"
 #include "cli/sample_command.h"
 #include "common/gpu.h"
@@ -74,11 +75,8 @@ int RunCli(int argc, char** argv) {
   // Subcommands that later issues implement. Their flags are declared where
   // the interface is already decided, so --help shows what is coming.
   const std::vector<Planned> planned = {
-      {"coordinator", "Run a coordinator: membership, shard ledger, checkpoints (gRPC)", "issue 5"},
       {"worker", "Join a job as a worker and train", "issue 7"},
       {"local", "Train a small GPT on this machine: embedded coordinator + N workers", "issue 7"},
-      {"job", "Submit, list, pause and cancel jobs on a coordinator", "issue 5"},
-      {"token", "Create and revoke join tokens for a job", "issue 5"},
   };
   std::vector<std::string> known = {"version"};
   std::vector<CLI::App*> planned_commands;
@@ -86,6 +84,15 @@ int RunCli(int argc, char** argv) {
     planned_commands.push_back(app.add_subcommand(p.name, p.summary));
     known.push_back(p.name);
   }
+  int coordinator_exit_code = kExitUsage;
+  CLI::App* coordinator = AddCoordinatorCommand(&app, &coordinator_exit_code);
+  known.push_back("coordinator");
+  int job_exit_code = kExitUsage;
+  CLI::App* job = AddJobCommand(&app, &job_exit_code);
+  known.push_back("job");
+  int token_exit_code = kExitUsage;
+  CLI::App* token = AddTokenCommand(&app, &token_exit_code);
+  known.push_back("token");
   int ckpt_exit_code = kExitUsage;
   CLI::App* ckpt = AddCkptCommand(&app, &ckpt_exit_code);
   known.push_back("ckpt");
@@ -106,7 +113,7 @@ int RunCli(int argc, char** argv) {
   int local_workers = 3;
   int local_steps = 0;
   std::string local_dir = "potluck-local";
-  CLI::App* local = planned_commands[2];
+  CLI::App* local = planned_commands[1];
   local->add_option("--workers", local_workers, "Worker processes to start")
       ->check(CLI::Range(1, 64));
   local->add_option("--steps", local_steps, "Optimizer steps (0 = the job's default)")
@@ -114,7 +121,7 @@ int RunCli(int argc, char** argv) {
   local->add_option("--dir", local_dir, "State directory; run again with the same one to resume");
   std::string worker_coordinator, worker_token, worker_state_dir, worker_backend = "tcp",
                                                                   worker_device = "cpu";
-  CLI::App* worker = planned_commands[1];
+  CLI::App* worker = planned_commands[0];
   worker->add_option("--coordinator", worker_coordinator, "Coordinator address, host:port");
   worker->add_option("--token", worker_token, "Join token for the job");
   worker->add_option("--state-dir", worker_state_dir, "Where the worker keeps its id and cache");
@@ -146,6 +153,9 @@ int RunCli(int argc, char** argv) {
   }
 
   if (version->parsed()) return RunVersion(version_json);
+  if (coordinator->parsed()) return coordinator_exit_code;
+  if (job->parsed()) return job_exit_code;
+  if (token->parsed()) return token_exit_code;
   if (ckpt->parsed()) return ckpt_exit_code;
   if (bench->parsed()) return bench_exit_code;
   if (data->parsed()) return data_exit_code;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <utility>
@@ -78,6 +79,13 @@ struct Job {
   absl::Time gen_created;
   ci::ShardLedger ledger;
   bool commit_in_progress = false;
+  // No alive worker's lease ends before this: Evaluate skips its scan until
+  // then (every lease set lowers it if it ends sooner).
+  absl::Time next_lease_check = absl::InfinitePast();
+  // The group-commit ticket of the last write of the record and generation:
+  // a call that reads them waits for it, so nobody acts on a generation
+  // that a crash could still take back.
+  uint64_t state_ticket = 0;
   // What Flush must write.
   bool dirty = false;  // record and generation
   std::set<std::string> dirty_workers;
@@ -110,6 +118,8 @@ class Coordinator::Impl {
       : options_(std::move(options)), db_(std::move(db)), checkpoints_(std::move(checkpoints)) {}
 
   absl::Status Load();
+  // Waits until every queued state write is durable.
+  absl::Status SyncAll() { return AwaitDurable(LastTicket()); }
 
   // ---- jobs ----
   absl::StatusOr<v1::JobStatus> SubmitJob(absl::string_view admin_token, const v1::JobSpec& spec);
@@ -185,18 +195,35 @@ class Coordinator::Impl {
   // persists what changed. `op` returns absl::Status or absl::StatusOr<T>.
   template <typename Op>
   auto WithJob(absl::string_view job_id, Op&& op) -> decltype(op(std::declval<Job&>())) {
-    absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(broken_);
-    ASSIGN_OR_RETURN(Job * job, FindJob(job_id));
-    RETURN_IF_ERROR(Evaluate(*job));
-    auto result = op(*job);
-    RETURN_IF_ERROR(Flush(*job));
-    return result;
+    uint64_t ticket = 0;
+    std::optional<decltype(op(std::declval<Job&>()))> result;
+    {
+      absl::MutexLock lock(&mu_);
+      RETURN_IF_ERROR(broken_);
+      ASSIGN_OR_RETURN(Job * job, FindJob(job_id));
+      RETURN_IF_ERROR(Evaluate(*job));
+      result.emplace(op(*job));
+      ASSIGN_OR_RETURN(ticket, Flush(*job));
+    }
+    // Acknowledged = durable: wait (without the lock) for the group commit.
+    RETURN_IF_ERROR(AwaitDurable(ticket));
+    return *std::move(result);
+  }
+
+  // Blocks until every write up to `ticket` is in the state database (one
+  // synced RocksDB write per group of concurrent callers: group commit).
+  absl::Status AwaitDurable(uint64_t ticket) ABSL_LOCKS_EXCLUDED(mu_, commit_mu_);
+  uint64_t LastTicket() ABSL_LOCKS_EXCLUDED(commit_mu_) {
+    absl::MutexLock lock(&commit_mu_);
+    return queued_ticket_;
   }
 
   absl::StatusOr<Job*> FindJob(absl::string_view job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Evaluate(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Flush(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues what changed in `job` for the group commit. Returns the ticket
+  // to await: of this write, or of the job's last record write if nothing
+  // changed.
+  absl::StatusOr<uint64_t> Flush(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The live worker, its lease renewed; kNotFound / kFailedPrecondition.
   absl::StatusOr<Worker*> LiveWorker(Job& job, absl::string_view worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -229,6 +256,15 @@ class Coordinator::Impl {
   // A failed state write: memory is ahead of disk, so every later call fails
   // until the coordinator is reopened (it then reloads what is on disk).
   absl::Status broken_ ABSL_GUARDED_BY(mu_);
+
+  // The group commit. Lock order: mu_, then commit_mu_; the leader writes
+  // holding neither.
+  absl::Mutex commit_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::vector<std::pair<std::string, std::string>> queued_puts_ ABSL_GUARDED_BY(commit_mu_);
+  uint64_t queued_ticket_ ABSL_GUARDED_BY(commit_mu_) = 0;   // the last ticket handed out
+  uint64_t durable_ticket_ ABSL_GUARDED_BY(commit_mu_) = 0;  // written through here
+  bool writing_ ABSL_GUARDED_BY(commit_mu_) = false;         // a leader is writing
+  absl::Status commit_error_ ABSL_GUARDED_BY(commit_mu_);    // sticky
 };
 
 // ---- helpers ------------------------------------------------------------------
@@ -242,12 +278,18 @@ absl::StatusOr<Job*> Coordinator::Impl::FindJob(absl::string_view job_id) {
 absl::Status Coordinator::Impl::Evaluate(Job& job) {
   const absl::Time now = Now();
   bool lost_member = false;
-  for (auto& [id, worker] : job.workers) {
-    if (worker.alive() && worker.lease_expiry <= now) {
-      lost_member = lost_member || worker.member();
-      MarkDead(job, worker,
-               absl::StrCat("lease expired at ", absl::FormatTime(worker.lease_expiry)));
+  if (now >= job.next_lease_check) {
+    absl::Time next = absl::InfiniteFuture();
+    for (auto& [id, worker] : job.workers) {
+      if (worker.alive() && worker.lease_expiry <= now) {
+        lost_member = lost_member || worker.member();
+        MarkDead(job, worker,
+                 absl::StrCat("lease expired at ", absl::FormatTime(worker.lease_expiry)));
+      } else if (worker.alive()) {
+        next = std::min(next, worker.lease_expiry);
+      }
     }
+    job.next_lease_check = next;
   }
   if (job.gen.members_size() > 0 && !job.gen.formed() &&
       now >= job.gen_created + options_.rendezvous_timeout) {
@@ -265,29 +307,67 @@ absl::Status Coordinator::Impl::Evaluate(Job& job) {
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::Impl::Flush(Job& job) {
-  rocksdb::WriteBatch batch;
+absl::StatusOr<uint64_t> Coordinator::Impl::Flush(Job& job) {
+  std::vector<std::pair<std::string, std::string>> puts;
+  const bool record_changed = job.dirty;
   if (job.dirty) {
     job.record.set_epoch(job.ledger.epoch());
-    batch.Put(ci::JobKey(job.id()), job.record.SerializeAsString());
-    batch.Put(ci::GenerationKey(job.id()), job.gen.SerializeAsString());
+    puts.emplace_back(ci::JobKey(job.id()), job.record.SerializeAsString());
+    puts.emplace_back(ci::GenerationKey(job.id()), job.gen.SerializeAsString());
   }
   for (const std::string& id : job.dirty_workers) {
-    batch.Put(ci::WorkerKey(job.id(), id), job.workers.at(id).record.SerializeAsString());
+    puts.emplace_back(ci::WorkerKey(job.id(), id), job.workers.at(id).record.SerializeAsString());
   }
   for (const uint32_t shard : job.ledger.TakeDirty()) {
-    batch.Put(ci::ShardKey(job.id(), shard),
-              ci::ShardLedger::ToRecord(job.ledger.shards()[shard]).SerializeAsString());
+    puts.emplace_back(ci::ShardKey(job.id(), shard),
+                      ci::ShardLedger::ToRecord(job.ledger.shards()[shard]).SerializeAsString());
   }
   job.dirty = false;
   job.dirty_workers.clear();
-  if (batch.Count() == 0) return absl::OkStatus();
-  const absl::Status written = db_->Write(&batch);
-  if (!written.ok()) {
-    broken_ = Annotate(written,
-                       absl::StrCat("job ", job.id(), ": the coordinator must be reopened after"));
+  absl::MutexLock lock(&commit_mu_);
+  if (!commit_error_.ok()) {
+    broken_ = commit_error_;
+    return commit_error_;
   }
-  return written;
+  if (puts.empty()) return job.state_ticket;
+  // Queued in lock order of mu_, so the group commit writes them in the
+  // order the state changed.
+  for (auto& put : puts) queued_puts_.push_back(std::move(put));
+  const uint64_t ticket = ++queued_ticket_;
+  if (record_changed) job.state_ticket = ticket;
+  return ticket;
+}
+
+absl::Status Coordinator::Impl::AwaitDurable(uint64_t ticket) {
+  absl::MutexLock lock(&commit_mu_);
+  for (;;) {
+    if (!commit_error_.ok()) return commit_error_;
+    if (durable_ticket_ >= ticket) return absl::OkStatus();
+    if (writing_) {
+      auto written_or_free = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+        return !writing_ || durable_ticket_ >= ticket;
+      };
+      commit_mu_.Await(absl::Condition(&written_or_free));
+      continue;
+    }
+    // Lead: write everything queued so far in one synced batch.
+    writing_ = true;
+    std::vector<std::pair<std::string, std::string>> puts;
+    puts.swap(queued_puts_);
+    const uint64_t through = queued_ticket_;
+    commit_mu_.Unlock();
+    rocksdb::WriteBatch batch;
+    for (const auto& [key, value] : puts) batch.Put(key, value);
+    const absl::Status written = db_->Write(&batch);
+    commit_mu_.Lock();
+    writing_ = false;
+    if (written.ok()) {
+      durable_ticket_ = through;
+    } else {
+      // Memory is ahead of disk: every later call fails until a reopen.
+      commit_error_ = Annotate(written, "state write failed; the coordinator must be reopened");
+    }
+  }
 }
 
 absl::StatusOr<Worker*> Coordinator::Impl::LiveWorker(Job& job, absl::string_view worker_id) {
@@ -301,6 +381,8 @@ absl::StatusOr<Worker*> Coordinator::Impl::LiveWorker(Job& job, absl::string_vie
         "worker ", worker_id, " is dead (", worker.record.dead_reason(), "); join again"));
   }
   worker.lease_expiry = Now() + options_.lease;
+  // Shorter than a restart's grace lease, so it may come first.
+  job.next_lease_check = std::min(job.next_lease_check, worker.lease_expiry);
   return &worker;
 }
 
@@ -493,23 +575,34 @@ absl::StatusOr<v1::JobStatus> Coordinator::Impl::SubmitJob(absl::string_view adm
   job->dirty = true;
   Job& added = *job;
   jobs_.emplace(spec.job_id(), std::move(job));
-  const absl::Status flushed = Flush(added);
-  if (!flushed.ok()) {
+  const absl::StatusOr<uint64_t> ticket = Flush(added);
+  if (!ticket.ok()) {
     jobs_.erase(spec.job_id());
-    return flushed;
+    return ticket.status();
   }
-  return JobStatusOf(added);
+  v1::JobStatus status = JobStatusOf(added);
+  mu_.Unlock();
+  const absl::Status durable = AwaitDurable(*ticket);
+  mu_.Lock();
+  RETURN_IF_ERROR(durable);
+  return status;
 }
 
 absl::StatusOr<std::vector<v1::JobStatus>> Coordinator::Impl::ListJobs() {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(broken_);
   std::vector<v1::JobStatus> out;
+  uint64_t ticket = 0;
   for (auto& [id, job] : jobs_) {
     RETURN_IF_ERROR(Evaluate(*job));
-    RETURN_IF_ERROR(Flush(*job));
+    ASSIGN_OR_RETURN(const uint64_t flushed, Flush(*job));
+    ticket = std::max(ticket, flushed);
     out.push_back(JobStatusOf(*job));
   }
+  mu_.Unlock();
+  const absl::Status durable = AwaitDurable(ticket);
+  mu_.Lock();
+  RETURN_IF_ERROR(durable);
   return out;
 }
 
@@ -653,6 +746,7 @@ absl::StatusOr<WorkerStatus> Coordinator::Impl::Join(const JoinRequest& request)
     }
     worker.record.set_endpoint(request.endpoint);
     worker.lease_expiry = Now() + options_.lease;
+    job.next_lease_check = std::min(job.next_lease_check, worker.lease_expiry);
     job.TouchWorker(worker);
     if (rollback) {
       RETURN_IF_ERROR(Regroup(job, /*rollback=*/true, 0));
@@ -931,6 +1025,7 @@ absl::StatusOr<Coordinator::Impl::PendingCommit> Coordinator::Impl::PrepareCommi
 absl::Status Coordinator::Impl::FinishCommit(absl::string_view job_id, const PendingCommit& pending,
                                              absl::Status stored) {
   RetentionPolicy retention;
+  uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
     ASSIGN_OR_RETURN(Job * job, FindJob(job_id));
@@ -950,11 +1045,12 @@ absl::Status Coordinator::Impl::FinishCommit(absl::string_view job_id, const Pen
       RETURN_IF_ERROR(Regroup(*job, /*rollback=*/true, 0));
     }
     RETURN_IF_ERROR(broken_);
-    RETURN_IF_ERROR(Flush(*job));
+    ASSIGN_OR_RETURN(ticket, Flush(*job));
     const v1::CheckpointPolicy& policy = job->record.spec().checkpoint();
     retention.keep_last = std::max<uint32_t>(policy.keep_last(), 1);
     retention.keep_every = policy.keep_every();
   }
+  RETURN_IF_ERROR(AwaitDurable(ticket));
   const auto deleted = checkpoints_->ApplyRetention(job_id, retention);
   if (!deleted.ok()) {
     return Annotate(deleted.status(), absl::StrCat("step ", pending.snapshot.step(),
@@ -1030,13 +1126,17 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> Coordinator::Impl::BeginCheckp
 }
 
 absl::Status Coordinator::Impl::Tick() {
-  absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(broken_);
-  for (auto& [id, job] : jobs_) {
-    RETURN_IF_ERROR(Evaluate(*job));
-    RETURN_IF_ERROR(Flush(*job));
+  uint64_t ticket = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(broken_);
+    for (auto& [id, job] : jobs_) {
+      RETURN_IF_ERROR(Evaluate(*job));
+      ASSIGN_OR_RETURN(const uint64_t flushed, Flush(*job));
+      ticket = std::max(ticket, flushed);
+    }
   }
-  return absl::OkStatus();
+  return AwaitDurable(ticket);
 }
 
 // ---- loading and reconciling ------------------------------------------------------
@@ -1152,7 +1252,7 @@ absl::Status Coordinator::Impl::Load() {
     }
     Job& added = *job;
     jobs_.emplace(job_id, std::move(job));
-    RETURN_IF_ERROR(Flush(added));
+    RETURN_IF_ERROR(Flush(added).status());
   }
   return absl::OkStatus();
 }
@@ -1176,6 +1276,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOption
                    CheckpointStore::Open((dir / "checkpoints").string()));
   auto impl = std::make_unique<Impl>(std::move(options), std::move(db), std::move(checkpoints));
   RETURN_IF_ERROR(impl->Load());
+  RETURN_IF_ERROR(impl->SyncAll());
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
 }
 

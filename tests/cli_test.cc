@@ -85,9 +85,15 @@ TEST(Cli, DataPrepareWritesShardsAndAManifest) {
 }
 
 TEST(Cli, PlannedCommandsSayTheyAreNotAvailableYet) {
-  const Result result = RunPotluck("coordinator");
+  const Result result = RunPotluck("local");
   EXPECT_EQ(result.exit_code, 3) << result.output;
   EXPECT_NE(result.output.find("not yet available"), std::string::npos) << result.output;
+}
+
+TEST(Cli, CoordinatorWithoutDataDirIsAUsageError) {
+  const Result result = RunPotluck("coordinator --listen 127.0.0.1:0");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("--data-dir"), std::string::npos) << result.output;
 }
 
 }  // namespace

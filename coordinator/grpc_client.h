@@ -1,0 +1,69 @@
+// The CoordinatorClient (client.h) over gRPC, and the administrative calls
+// the command line makes. No gRPC header is needed to use them.
+//
+// Errors keep their canonical codes across the network: the server's status
+// comes back 1:1, an unreachable coordinator is kUnavailable, a call past
+// its deadline kDeadlineExceeded. Checkpoints stream: a reader fetches one
+// verified chunk at a time, a writer sends its bytes in pieces, so no
+// message ever holds a whole model.
+//
+// Thread-safety: clients are thread-safe; a checkpoint reader or writer is
+// used by one thread at a time and must not outlive its client.
+#ifndef POTLUCK_COORDINATOR_GRPC_CLIENT_H_
+#define POTLUCK_COORDINATOR_GRPC_CLIENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+#include "coordinator/client.h"
+#include "potluck/v1/coordinator.pb.h"
+
+namespace potluck {
+
+struct GrpcClientOptions {
+  // PEM file of the CA (or the self-signed certificate) to trust; empty =
+  // plaintext, which a TLS server refuses (the call fails kUnavailable).
+  std::string tls_root_cert_file;
+  absl::Duration deadline = absl::Seconds(10);  // per call (per stream)
+  int max_message_bytes = 8 << 20;
+  int piece_bytes = 1 << 20;  // checkpoint bytes per PutCheckpoint message
+};
+
+// The administrative calls (SubmitJob, tokens, Drain need an admin token).
+class CoordinatorAdmin {
+ public:
+  virtual ~CoordinatorAdmin() = default;
+  virtual absl::StatusOr<v1::JobStatus> SubmitJob(absl::string_view admin_token,
+                                                  const v1::JobSpec& spec,
+                                                  absl::string_view request_id) = 0;
+  virtual absl::StatusOr<v1::JobStatus> GetJob(absl::string_view job_id) = 0;
+  virtual absl::StatusOr<std::vector<v1::JobStatus>> ListJobs() = 0;
+  virtual absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(absl::string_view job_id) = 0;
+  virtual absl::StatusOr<v1::JobStatus> PauseJob(absl::string_view admin_token,
+                                                 absl::string_view job_id) = 0;
+  virtual absl::StatusOr<v1::JobStatus> ResumeJob(absl::string_view admin_token,
+                                                  absl::string_view job_id) = 0;
+  virtual absl::StatusOr<v1::JobStatus> CancelJob(absl::string_view admin_token,
+                                                  absl::string_view job_id) = 0;
+  virtual absl::StatusOr<std::string> CreateToken(absl::string_view admin_token,
+                                                  absl::string_view job_id, absl::Duration ttl) = 0;
+  virtual absl::Status RevokeToken(absl::string_view admin_token,
+                                   absl::string_view token_or_id) = 0;
+  virtual absl::Status Drain(absl::string_view admin_token) = 0;
+};
+
+// Neither connects yet: the first call does, and fails kUnavailable if the
+// coordinator cannot be reached. kInvalidArgument for an unreadable CA file.
+absl::StatusOr<std::unique_ptr<CoordinatorClient>> NewGrpcClient(
+    const std::string& address, const GrpcClientOptions& options = {});
+absl::StatusOr<std::unique_ptr<CoordinatorAdmin>> NewGrpcAdmin(
+    const std::string& address, const GrpcClientOptions& options = {});
+
+}  // namespace potluck
+
+#endif  // POTLUCK_COORDINATOR_GRPC_CLIENT_H_
