@@ -264,6 +264,7 @@ class Coordinator::Impl {
   uint64_t queued_ticket_ ABSL_GUARDED_BY(commit_mu_) = 0;   // the last ticket handed out
   uint64_t durable_ticket_ ABSL_GUARDED_BY(commit_mu_) = 0;  // written through here
   bool writing_ ABSL_GUARDED_BY(commit_mu_) = false;         // a leader is writing
+  absl::CondVar commit_done_;                                // a leader finished
   absl::Status commit_error_ ABSL_GUARDED_BY(commit_mu_);    // sticky
 };
 
@@ -344,10 +345,9 @@ absl::Status Coordinator::Impl::AwaitDurable(uint64_t ticket) {
     if (!commit_error_.ok()) return commit_error_;
     if (durable_ticket_ >= ticket) return absl::OkStatus();
     if (writing_) {
-      auto written_or_free = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
-        return !writing_ || durable_ticket_ >= ticket;
-      };
-      commit_mu_.Await(absl::Condition(&written_or_free));
+      // A CondVar, not Await(Condition): conditions would be re-evaluated for
+      // every waiter at every unlock, and each queued write unlocks.
+      commit_done_.Wait(&commit_mu_);
       continue;
     }
     // Lead: write everything queued so far in one synced batch.
@@ -367,6 +367,7 @@ absl::Status Coordinator::Impl::AwaitDurable(uint64_t ticket) {
       // Memory is ahead of disk: every later call fails until a reopen.
       commit_error_ = Annotate(written, "state write failed; the coordinator must be reopened");
     }
+    commit_done_.SignalAll();
   }
 }
 
