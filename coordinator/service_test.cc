@@ -194,6 +194,28 @@ TEST_F(ServiceTest, UnknownApiVersionIsRefusedAndChangesNothing) {
   EXPECT_NE(status.error_message().find("api_version 7 is not supported"), std::string::npos)
       << status.error_message();
   EXPECT_EQ(client_->GetJob("job-v").status().code(), absl::StatusCode::kNotFound);
+
+  // The callback-API handlers check it too, before the core sees the report.
+  SubmitAndJoin({"a"});
+  const GroupView view = FormOverGrpc({"a"});
+  auto lease = client_->AcquireShard("job-1", "a");
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  v1::ReportProgressRequest report;
+  report.set_job_id("job-1");
+  report.set_worker_id("a");
+  report.set_request_id("r1");
+  report.set_generation(view.generation);
+  report.set_shard(lease->shard);
+  report.set_offset(10);
+  report.set_step(1);
+  report.set_api_version(2);
+  v1::ReportProgressResponse progress;
+  grpc::ClientContext progress_context;
+  EXPECT_EQ(stub->ReportProgress(&progress_context, report, &progress).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  auto ledger = coordinator_->GetLedger("job-1");
+  ASSERT_TRUE(ledger.ok());
+  EXPECT_EQ(ledger->shards[lease->shard].consumed_offset, 0u) << "a refused report was applied";
 }
 
 TEST_F(ServiceTest, OversizedRequestIsRefusedAndChangesNothing) {
