@@ -21,6 +21,7 @@
 
 #include "checkpoint/checkpoint_bench.h"
 #include "collectives/allreduce_bench.h"
+#include "coordinator/coordinator_bench.h"
 
 #ifdef POTLUCK_WITH_TORCH
 #include "worker/torch_baseline.h"
@@ -373,6 +374,70 @@ int RunTrain(const TrainArgs& args) {
 #endif
 }
 
+struct CoordinatorBenchArgs {
+  int workers = 10000;
+  int ledger_workers = 256;
+  double seconds = 10;
+  std::string dir;
+  bool json = false;
+};
+
+int RunCoordinator(const CoordinatorBenchArgs& args) {
+  std::string parent = args.dir;
+  if (parent.empty()) parent = std::filesystem::temp_directory_path().string();
+  std::string pattern = parent + "/potluck-bench-coord-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    std::cerr << "potluck bench coordinator: cannot create a directory in " << parent << "\n";
+    return 2;
+  }
+  CoordinatorBenchOptions options;
+  options.dir = pattern;
+  options.workers = args.workers;
+  options.ledger_workers = args.ledger_workers;
+  options.duration = absl::Seconds(args.seconds);
+  if (!args.json) {
+    std::cout << absl::StrFormat(
+        "coordinator benchmark: %d workers heartbeating at 1 Hz + %d ledger workers "
+        "(AcquireShard/ReportProgress, synced), %.0f s over gRPC on loopback, state in %s\n",
+        args.workers, args.ledger_workers, args.seconds, options.dir);
+  }
+  const absl::StatusOr<CoordinatorBenchResult> result = RunCoordinatorBench(options);
+  std::filesystem::remove_all(options.dir);
+  if (!result.ok()) {
+    std::cerr << "potluck bench coordinator: " << result.status() << "\n";
+    return 2;
+  }
+  const CoordinatorBenchResult& r = *result;
+  const nlohmann::json out = {
+      {"workers", args.workers},
+      {"ledger_workers", args.ledger_workers},
+      {"seconds", r.seconds},
+      {"setup_seconds", r.setup_seconds},
+      {"heartbeats", r.heartbeats},
+      {"heartbeats_per_s", r.heartbeats / r.seconds},
+      {"heartbeat_errors", r.heartbeat_errors},
+      {"heartbeat_p50_ms", r.heartbeat_p50_ms},
+      {"heartbeat_p99_ms", r.heartbeat_p99_ms},
+      {"heartbeat_max_ms", r.heartbeat_max_ms},
+      {"ledger_ops", r.ledger_ops},
+      {"ledger_errors", r.ledger_errors},
+      {"ledger_ops_per_s", r.ledger_ops_per_s},
+      {"progress_p50_ms", r.progress_p50_ms},
+      {"progress_p99_ms", r.progress_p99_ms},
+  };
+  if (!args.json) {
+    std::cout << absl::StrFormat(
+        "  heartbeats      %8.0f/s  p50 %.2f ms  p99 %.2f ms  max %.2f ms  (%llu errors)\n"
+        "  lease+progress  %8.0f ops/s  progress p50 %.2f ms  p99 %.2f ms  (%llu errors)\n"
+        "  setup (joins, leases) %.1f s\n",
+        r.heartbeats / r.seconds, r.heartbeat_p50_ms, r.heartbeat_p99_ms, r.heartbeat_max_ms,
+        static_cast<unsigned long long>(r.heartbeat_errors), r.ledger_ops_per_s, r.progress_p50_ms,
+        r.progress_p99_ms, static_cast<unsigned long long>(r.ledger_errors), r.setup_seconds);
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 }  // namespace
 
 CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
@@ -421,6 +486,23 @@ CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
                   "Skip the 2-worker bytes-per-sample runs");
   train->add_flag("--json", train_args->json, "Print only the JSON line");
   train->callback([train_args, exit_code] { *exit_code = RunTrain(*train_args); });
+
+  auto coordinator_args = std::make_shared<CoordinatorBenchArgs>();
+  CLI::App* coordinator = bench->add_subcommand(
+      "coordinator", "Heartbeat latency and ledger ops/s of simulated workers over gRPC");
+  coordinator->add_option("--workers", coordinator_args->workers, "Workers heartbeating at 1 Hz")
+      ->check(CLI::Range(1, 1000000));
+  coordinator
+      ->add_option("--ledger-workers", coordinator_args->ledger_workers,
+                   "Workers streaming lease+progress calls (one in flight each)")
+      ->check(CLI::Range(1, 100000));
+  coordinator->add_option("--seconds", coordinator_args->seconds, "Measured seconds")
+      ->check(CLI::Range(1.0, 3600.0));
+  coordinator->add_option("--dir", coordinator_args->dir, "Where the state goes (default: $TMPDIR)")
+      ->check(CLI::ExistingDirectory);
+  coordinator->add_flag("--json", coordinator_args->json, "Print only the JSON line");
+  coordinator->callback(
+      [coordinator_args, exit_code] { *exit_code = RunCoordinator(*coordinator_args); });
 
   // One rank of the above, started by it (not for people to call).
   CLI::App* rank = bench->add_subcommand("allreduce-rank", "");

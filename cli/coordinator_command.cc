@@ -10,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <system_error>
 
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
@@ -156,7 +157,9 @@ absl::Status RunCoordinatorServer(const CoordinatorCommandArgs& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::filesystem::create_directories(args.data_dir);
+  std::error_code error;
+  std::filesystem::create_directories(args.data_dir, error);
+  if (error) return ErrnoStatus(error.value(), absl::StrCat("creating ", args.data_dir));
   CoordinatorOptions options;
   options.data_dir = args.data_dir;
   options.lease = absl::Seconds(args.lease_seconds);

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -115,7 +117,16 @@ class Coordinator::Impl {
  public:
   Impl(CoordinatorOptions options, std::unique_ptr<ci::StateDb> db,
        std::unique_ptr<CheckpointStore> checkpoints)
-      : options_(std::move(options)), db_(std::move(db)), checkpoints_(std::move(checkpoints)) {}
+      : options_(std::move(options)), db_(std::move(db)), checkpoints_(std::move(checkpoints)) {
+    committer_ = std::thread([this] { CommitLoop(); });
+  }
+  ~Impl() {
+    {
+      absl::MutexLock lock(&commit_mu_);
+      stopping_ = true;
+    }
+    committer_.join();
+  }
 
   absl::Status Load();
   // Waits until every queued state write is durable.
@@ -141,11 +152,16 @@ class Coordinator::Impl {
 
   // ---- membership ----
   absl::StatusOr<WorkerStatus> Join(const JoinRequest& request);
-  absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id, absl::string_view worker_id) {
-    return WithJob(job_id, [&](Job& job) -> absl::StatusOr<WorkerStatus> {
-      ASSIGN_OR_RETURN(Worker * worker, LiveWorker(job, worker_id));
-      return StatusOf(job, *worker);
-    });
+  absl::StatusOr<WorkerStatus> Heartbeat(
+      absl::string_view job_id, absl::string_view worker_id,
+      std::function<void(absl::StatusOr<WorkerStatus>)> done = nullptr) {
+    return WithJob(
+        job_id,
+        [&](Job& job) -> absl::StatusOr<WorkerStatus> {
+          ASSIGN_OR_RETURN(Worker * worker, LiveWorker(job, worker_id));
+          return StatusOf(job, *worker);
+        },
+        std::move(done));
   }
   absl::Status Leave(absl::string_view job_id, absl::string_view worker_id);
   absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id, absl::string_view reporter,
@@ -155,8 +171,12 @@ class Coordinator::Impl {
   absl::StatusOr<std::vector<WorkerView>> ListWorkers(absl::string_view job_id);
 
   // ---- data and steps ----
-  absl::StatusOr<ShardLease> AcquireShard(absl::string_view job_id, absl::string_view worker_id);
-  absl::StatusOr<ProgressResult> ReportProgress(const ProgressReport& report);
+  absl::StatusOr<ShardLease> AcquireShard(
+      absl::string_view job_id, absl::string_view worker_id,
+      std::function<void(absl::StatusOr<ShardLease>)> done = nullptr);
+  absl::StatusOr<ProgressResult> ReportProgress(
+      const ProgressReport& report,
+      std::function<void(absl::StatusOr<ProgressResult>)> done = nullptr);
   absl::StatusOr<StepResult> EndStep(absl::string_view job_id, absl::string_view worker_id,
                                      uint64_t step);
   absl::StatusOr<bool> ShouldCheckpoint(absl::string_view job_id, uint64_t step) {
@@ -193,26 +213,47 @@ class Coordinator::Impl {
 
   // Runs `op` on the job under the lock, after evaluating expiries, then
   // persists what changed. `op` returns absl::Status or absl::StatusOr<T>.
+  // With `done`, returns at once and passes the result to `done` once it is
+  // durable (on the committer thread, or inline).
   template <typename Op>
-  auto WithJob(absl::string_view job_id, Op&& op) -> decltype(op(std::declval<Job&>())) {
+  auto WithJob(absl::string_view job_id, Op&& op,
+               std::function<void(decltype(op(std::declval<Job&>())))> done = nullptr)
+      -> decltype(op(std::declval<Job&>())) {
+    using Result = decltype(op(std::declval<Job&>()));
     uint64_t ticket = 0;
-    std::optional<decltype(op(std::declval<Job&>()))> result;
-    {
+    Result result = [&]() -> Result {
       absl::MutexLock lock(&mu_);
       RETURN_IF_ERROR(broken_);
       ASSIGN_OR_RETURN(Job * job, FindJob(job_id));
       RETURN_IF_ERROR(Evaluate(*job));
-      result.emplace(op(*job));
+      Result answer = op(*job);
       ASSIGN_OR_RETURN(ticket, Flush(*job));
-    }
+      return answer;
+    }();
     // Acknowledged = durable: wait (without the lock) for the group commit.
+    if (done) {
+      OnDurable(ticket, [result, done = std::move(done)](const absl::Status& durable) {
+        if (durable.ok()) {
+          done(result);
+        } else {
+          done(durable);
+        }
+      });
+      return result;
+    }
     RETURN_IF_ERROR(AwaitDurable(ticket));
-    return *std::move(result);
+    return result;
   }
 
   // Blocks until every write up to `ticket` is in the state database (one
   // synced RocksDB write per group of concurrent callers: group commit).
   absl::Status AwaitDurable(uint64_t ticket) ABSL_LOCKS_EXCLUDED(mu_, commit_mu_);
+  // Calls `done` once every write up to `ticket` is durable (or failed):
+  // inline if that is already so, else on the committer thread.
+  void OnDurable(uint64_t ticket, std::function<void(const absl::Status&)> done)
+      ABSL_LOCKS_EXCLUDED(mu_, commit_mu_);
+  // The committer thread: writes what is queued, one synced batch at a time.
+  void CommitLoop() ABSL_LOCKS_EXCLUDED(commit_mu_);
   uint64_t LastTicket() ABSL_LOCKS_EXCLUDED(commit_mu_) {
     absl::MutexLock lock(&commit_mu_);
     return queued_ticket_;
@@ -257,14 +298,18 @@ class Coordinator::Impl {
   // until the coordinator is reopened (it then reloads what is on disk).
   absl::Status broken_ ABSL_GUARDED_BY(mu_);
 
-  // The group commit. Lock order: mu_, then commit_mu_; the leader writes
-  // holding neither.
+  // The group commit. Lock order: mu_, then commit_mu_; the committer
+  // writes holding neither.
   absl::Mutex commit_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::vector<std::pair<std::string, std::string>> queued_puts_ ABSL_GUARDED_BY(commit_mu_);
   uint64_t queued_ticket_ ABSL_GUARDED_BY(commit_mu_) = 0;   // the last ticket handed out
   uint64_t durable_ticket_ ABSL_GUARDED_BY(commit_mu_) = 0;  // written through here
-  bool writing_ ABSL_GUARDED_BY(commit_mu_) = false;         // a leader is writing
-  absl::Status commit_error_ ABSL_GUARDED_BY(commit_mu_);    // sticky
+  absl::CondVar commit_done_;                                // the committer finished a write
+  std::multimap<uint64_t, std::function<void(const absl::Status&)>> on_durable_
+      ABSL_GUARDED_BY(commit_mu_);
+  bool stopping_ ABSL_GUARDED_BY(commit_mu_) = false;
+  std::thread committer_;
+  absl::Status commit_error_ ABSL_GUARDED_BY(commit_mu_);  // sticky
 };
 
 // ---- helpers ------------------------------------------------------------------
@@ -340,18 +385,33 @@ absl::StatusOr<uint64_t> Coordinator::Impl::Flush(Job& job) {
 
 absl::Status Coordinator::Impl::AwaitDurable(uint64_t ticket) {
   absl::MutexLock lock(&commit_mu_);
-  for (;;) {
-    if (!commit_error_.ok()) return commit_error_;
-    if (durable_ticket_ >= ticket) return absl::OkStatus();
-    if (writing_) {
-      auto written_or_free = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
-        return !writing_ || durable_ticket_ >= ticket;
-      };
-      commit_mu_.Await(absl::Condition(&written_or_free));
-      continue;
+  // A CondVar, not Await(Condition): conditions would be re-evaluated for
+  // every waiter at every unlock, and each queued write unlocks.
+  while (commit_error_.ok() && durable_ticket_ < ticket) commit_done_.Wait(&commit_mu_);
+  return commit_error_;
+}
+
+void Coordinator::Impl::OnDurable(uint64_t ticket, std::function<void(const absl::Status&)> done) {
+  absl::Status status;
+  {
+    absl::MutexLock lock(&commit_mu_);
+    if (commit_error_.ok() && durable_ticket_ < ticket) {
+      on_durable_.emplace(ticket, std::move(done));
+      return;
     }
-    // Lead: write everything queued so far in one synced batch.
-    writing_ = true;
+    status = commit_error_;
+  }
+  done(status);
+}
+
+void Coordinator::Impl::CommitLoop() {
+  absl::MutexLock lock(&commit_mu_);
+  for (;;) {
+    auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+      return !queued_puts_.empty() || stopping_;
+    };
+    commit_mu_.Await(absl::Condition(&work));
+    if (queued_puts_.empty()) return;  // stopping, and everything is written
     std::vector<std::pair<std::string, std::string>> puts;
     puts.swap(queued_puts_);
     const uint64_t through = queued_ticket_;
@@ -360,13 +420,22 @@ absl::Status Coordinator::Impl::AwaitDurable(uint64_t ticket) {
     for (const auto& [key, value] : puts) batch.Put(key, value);
     const absl::Status written = db_->Write(&batch);
     commit_mu_.Lock();
-    writing_ = false;
     if (written.ok()) {
       durable_ticket_ = through;
-    } else {
+    } else if (commit_error_.ok()) {
       // Memory is ahead of disk: every later call fails until a reopen.
       commit_error_ = Annotate(written, "state write failed; the coordinator must be reopened");
     }
+    commit_done_.SignalAll();
+    std::vector<std::function<void(const absl::Status&)>> ready;
+    const auto end =
+        commit_error_.ok() ? on_durable_.upper_bound(durable_ticket_) : on_durable_.end();
+    for (auto it = on_durable_.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+    on_durable_.erase(on_durable_.begin(), end);
+    const absl::Status status = commit_error_;
+    commit_mu_.Unlock();
+    for (auto& done : ready) done(status);
+    commit_mu_.Lock();
   }
 }
 
@@ -860,71 +929,80 @@ absl::StatusOr<std::vector<WorkerView>> Coordinator::Impl::ListWorkers(absl::str
 
 // ---- data and steps -------------------------------------------------------------
 
-absl::StatusOr<ShardLease> Coordinator::Impl::AcquireShard(absl::string_view job_id,
-                                                           absl::string_view worker_id) {
-  return WithJob(job_id, [&](Job& job) -> absl::StatusOr<ShardLease> {
-    ASSIGN_OR_RETURN(Worker * worker, Member(job, worker_id));
-    RETURN_IF_ERROR(RequireRunning(job));
-    ASSIGN_OR_RETURN(uint32_t index, job.ledger.Acquire(worker->record.worker_id()));
-    const ci::Shard& shard = job.ledger.shards()[index];
-    return ShardLease{index, shard.name, shard.size, shard.consumed, job.ledger.epoch()};
-  });
+absl::StatusOr<ShardLease> Coordinator::Impl::AcquireShard(
+    absl::string_view job_id, absl::string_view worker_id,
+    std::function<void(absl::StatusOr<ShardLease>)> done) {
+  return WithJob(
+      job_id,
+      [&](Job& job) -> absl::StatusOr<ShardLease> {
+        ASSIGN_OR_RETURN(Worker * worker, Member(job, worker_id));
+        RETURN_IF_ERROR(RequireRunning(job));
+        ASSIGN_OR_RETURN(uint32_t index, job.ledger.Acquire(worker->record.worker_id()));
+        const ci::Shard& shard = job.ledger.shards()[index];
+        return ShardLease{index, shard.name, shard.size, shard.consumed, job.ledger.epoch()};
+      },
+      std::move(done));
 }
 
-absl::StatusOr<ProgressResult> Coordinator::Impl::ReportProgress(const ProgressReport& report) {
-  return WithJob(report.job_id, [&](Job& job) -> absl::StatusOr<ProgressResult> {
-    ASSIGN_OR_RETURN(Worker * worker, Member(job, report.worker_id));
-    if (job.record.state() == v1::JOB_STATE_CANCELLED) return RequireRunning(job);
-    if (report.request_id.empty() || report.request_id.size() > kMaxIdBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request_id: must be 1-", kMaxIdBytes, " characters"));
-    }
-    if (report.generation < job.record.rollback_generation()) {
-      return absl::AbortedError(absl::StrCat(
-          "generation ", report.generation, " was rolled back by generation ",
-          job.record.rollback_generation(), ": resume from step ", job.gen.resume_step()));
-    }
-    if (report.generation > job.gen.number()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("generation ", report.generation,
-                       " does not exist yet (current: ", job.gen.number(), ")"));
-    }
-    for (const cs::RecentRequest& recent : worker->record.recent()) {
-      if (recent.request_id() != report.request_id) continue;
-      if (recent.shard() != report.shard || recent.offset() != report.offset ||
-          recent.step() != report.step) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "request_id ", report.request_id, " was used for another report (shard ",
-            recent.shard(), ", offset ", recent.offset(), ", step ", recent.step(), ")"));
-      }
-      ProgressResult result;
-      result.duplicate = true;
-      if (report.shard < job.ledger.shards().size()) {
-        result.consumed_offset = job.ledger.shards()[report.shard].consumed;
-      }
-      return result;
-    }
-    if (report.step <= worker->record.last_ended_step()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker ", report.worker_id, " already ended step ", worker->record.last_ended_step(),
-          "; progress for step ", report.step, " comes too late"));
-    }
-    RETURN_IF_ERROR(job.ledger.Report(report.shard, report.worker_id, report.offset, report.step));
-    cs::RecentRequest* recent = worker->record.add_recent();
-    recent->set_request_id(report.request_id);
-    recent->set_shard(report.shard);
-    recent->set_offset(report.offset);
-    recent->set_step(report.step);
-    if (worker->record.recent_size() > static_cast<int>(kMaxRecentRequests)) {
-      worker->record.mutable_recent()->erase(worker->record.mutable_recent()->begin());
-    }
-    job.TouchWorker(*worker);
-    const ci::Shard& shard = job.ledger.shards()[report.shard];
-    ProgressResult result;
-    result.consumed_offset = shard.consumed;
-    result.shard_finished = shard.consumed == shard.size;
-    return result;
-  });
+absl::StatusOr<ProgressResult> Coordinator::Impl::ReportProgress(
+    const ProgressReport& report, std::function<void(absl::StatusOr<ProgressResult>)> done) {
+  return WithJob(
+      report.job_id,
+      [&](Job& job) -> absl::StatusOr<ProgressResult> {
+        ASSIGN_OR_RETURN(Worker * worker, Member(job, report.worker_id));
+        if (job.record.state() == v1::JOB_STATE_CANCELLED) return RequireRunning(job);
+        if (report.request_id.empty() || report.request_id.size() > kMaxIdBytes) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("request_id: must be 1-", kMaxIdBytes, " characters"));
+        }
+        if (report.generation < job.record.rollback_generation()) {
+          return absl::AbortedError(absl::StrCat(
+              "generation ", report.generation, " was rolled back by generation ",
+              job.record.rollback_generation(), ": resume from step ", job.gen.resume_step()));
+        }
+        if (report.generation > job.gen.number()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("generation ", report.generation,
+                           " does not exist yet (current: ", job.gen.number(), ")"));
+        }
+        for (const cs::RecentRequest& recent : worker->record.recent()) {
+          if (recent.request_id() != report.request_id) continue;
+          if (recent.shard() != report.shard || recent.offset() != report.offset ||
+              recent.step() != report.step) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "request_id ", report.request_id, " was used for another report (shard ",
+                recent.shard(), ", offset ", recent.offset(), ", step ", recent.step(), ")"));
+          }
+          ProgressResult result;
+          result.duplicate = true;
+          if (report.shard < job.ledger.shards().size()) {
+            result.consumed_offset = job.ledger.shards()[report.shard].consumed;
+          }
+          return result;
+        }
+        if (report.step <= worker->record.last_ended_step()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "worker ", report.worker_id, " already ended step ", worker->record.last_ended_step(),
+              "; progress for step ", report.step, " comes too late"));
+        }
+        RETURN_IF_ERROR(
+            job.ledger.Report(report.shard, report.worker_id, report.offset, report.step));
+        cs::RecentRequest* recent = worker->record.add_recent();
+        recent->set_request_id(report.request_id);
+        recent->set_shard(report.shard);
+        recent->set_offset(report.offset);
+        recent->set_step(report.step);
+        if (worker->record.recent_size() > static_cast<int>(kMaxRecentRequests)) {
+          worker->record.mutable_recent()->erase(worker->record.mutable_recent()->begin());
+        }
+        job.TouchWorker(*worker);
+        const ci::Shard& shard = job.ledger.shards()[report.shard];
+        ProgressResult result;
+        result.consumed_offset = shard.consumed;
+        result.shard_finished = shard.consumed == shard.size;
+        return result;
+      },
+      std::move(done));
 }
 
 absl::StatusOr<StepResult> Coordinator::Impl::EndStep(absl::string_view job_id,
@@ -1341,6 +1419,21 @@ absl::StatusOr<std::vector<WorkerView>> Coordinator::ListWorkers(absl::string_vi
 absl::StatusOr<ShardLease> Coordinator::AcquireShard(absl::string_view job_id,
                                                      absl::string_view worker_id) {
   return impl_->AcquireShard(job_id, worker_id);
+}
+void Coordinator::HeartbeatAsync(absl::string_view job_id, absl::string_view worker_id,
+                                 std::function<void(absl::StatusOr<WorkerStatus>)> done) {
+  // The answer goes to `done`; the returned copy is not needed.
+  (void)impl_->Heartbeat(job_id, worker_id, std::move(done));
+}
+void Coordinator::AcquireShardAsync(absl::string_view job_id, absl::string_view worker_id,
+                                    std::function<void(absl::StatusOr<ShardLease>)> done) {
+  // The answer goes to `done`; the returned copy is not needed.
+  (void)impl_->AcquireShard(job_id, worker_id, std::move(done));
+}
+void Coordinator::ReportProgressAsync(const ProgressReport& report,
+                                      std::function<void(absl::StatusOr<ProgressResult>)> done) {
+  // The answer goes to `done`; the returned copy is not needed.
+  (void)impl_->ReportProgress(report, std::move(done));
 }
 absl::StatusOr<ProgressResult> Coordinator::ReportProgress(const ProgressReport& report) {
   return impl_->ReportProgress(report);

@@ -20,9 +20,10 @@
 //   every member to have ended step s, and commits the model and the ledger as
 //   of s in one RocksDB write batch (CheckpointStore records).
 // - Every acknowledged state change is in the state database before the call
-//   returns. Reopening reloads it, takes the committed ledger from the
-//   checkpoint store, reverts the rest, restarts leases from now (grace) and
-//   starts a rollback generation.
+//   returns (an *Async call: before its `done` runs); concurrent calls share
+//   one synced write (group commit, on a committer thread). Reopening reloads it, takes the
+//   committed ledger from the checkpoint store, reverts the rest, restarts leases from now (grace)
+//   and starts a rollback generation.
 //
 // Time: leases and deadlines are read from options.clock only; expiries are
 // evaluated at the start of every call and by Tick().
@@ -226,6 +227,17 @@ class Coordinator {
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
                                                                     absl::string_view worker_id,
                                                                     uint64_t step);
+  // Heartbeat, AcquireShard and ReportProgress for servers that must not
+  // park a thread per call: they return at once, and `done` gets the answer
+  // once it is durable, inline or on the coordinator's committer thread (so
+  // `done` must be quick and must not call back into the Coordinator).
+  void HeartbeatAsync(absl::string_view job_id, absl::string_view worker_id,
+                      std::function<void(absl::StatusOr<WorkerStatus>)> done);
+  void AcquireShardAsync(absl::string_view job_id, absl::string_view worker_id,
+                         std::function<void(absl::StatusOr<ShardLease>)> done);
+  void ReportProgressAsync(const ProgressReport& report,
+                           std::function<void(absl::StatusOr<ProgressResult>)> done);
+
   // For reading checkpoints back; owned by the Coordinator.
   CheckpointStore* checkpoints();
 

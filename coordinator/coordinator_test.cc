@@ -564,6 +564,42 @@ TEST_F(CoordinatorTest, ConcurrentWorkersConsumeEveryShardOnce) {
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_FINISHED);
 }
 
+// Concurrent calls wait for a shared synced write (group commit); every one
+// acknowledged is on disk, in order, when the directory is reopened.
+TEST_F(CoordinatorTest, ConcurrentAcknowledgedJoinsAllSurviveAReopen) {
+  Submit(Spec("job-1"), shards_);
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok());
+  coordinator_.reset();
+  CoordinatorOptions options = Options();
+  options.sync_writes = true;
+  auto opened = Coordinator::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  coordinator_ = std::move(*opened);
+  constexpr int kThreads = 8, kJoinsEach = 16;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kJoinsEach; ++i) {
+        const std::string worker = absl::StrCat("w", t, "-", i);
+        auto joined = coordinator_->Join({"job-1", *token, worker, worker + ":1"});
+        if (!joined.ok() || joined->worker_id != worker) ++failures[t];
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(failures, ::testing::Each(0));
+  Reopen();
+  auto workers = coordinator_->ListWorkers("job-1");
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->size(), static_cast<size_t>(kThreads * kJoinsEach));
+  for (const WorkerView& worker : *workers) {
+    EXPECT_NE(worker.phase, WorkerView::Phase::kDead) << worker.worker_id;
+    EXPECT_EQ(worker.endpoint, worker.worker_id + ":1");
+  }
+}
+
 TEST_F(CoordinatorTest, ReopenKeepsStateAndRevertsUncommittedProgress) {
   const GroupView first = Start({"a", "b"});
   auto token = coordinator_->CreateToken("job-1", absl::Hours(1));

@@ -75,7 +75,14 @@ grpc::Status WritePieces(absl::string_view bytes, int piece_bytes,
   return grpc::Status::OK;
 }
 
-class Service final : public v1::Coordinator::Service {
+// The hot calls (Heartbeat, AcquireShard, ReportProgress) use gRPC's
+// callback API and the core's *Async forms: a call waiting for its group
+// commit holds no thread. The rest are synchronous handlers.
+using ServiceBase =
+    v1::Coordinator::WithCallbackMethod_Heartbeat<v1::Coordinator::WithCallbackMethod_AcquireShard<
+        v1::Coordinator::WithCallbackMethod_ReportProgress<v1::Coordinator::Service>>>;
+
+class Service final : public ServiceBase {
  public:
   Service(Coordinator* core, const CoordinatorServerOptions& options)
       : core_(core), piece_bytes_(options.piece_bytes) {}
@@ -166,13 +173,20 @@ class Service final : public v1::Coordinator::Service {
     ToProto(*status, response->mutable_status());
     return grpc::Status::OK;
   }
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::WorkerRequest* request,
-                         v1::HeartbeatResponse* response) override {
-    RETURN_GRPC(CheckVersion(*request));
-    auto status = core_->Heartbeat(request->job_id(), request->worker_id());
-    if (!status.ok()) return ToGrpc(status.status());
-    ToProto(*status, response->mutable_status());
-    return grpc::Status::OK;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::WorkerRequest* request,
+                                      v1::HeartbeatResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (const absl::Status version = CheckVersion(*request); !version.ok()) {
+      reactor->Finish(ToGrpc(version));
+      return reactor;
+    }
+    core_->HeartbeatAsync(request->job_id(), request->worker_id(),
+                          [reactor, response](absl::StatusOr<WorkerStatus> status) {
+                            if (status.ok()) ToProto(*status, response->mutable_status());
+                            reactor->Finish(ToGrpc(status.status()));
+                          });
+    return reactor;
   }
   grpc::Status Leave(grpc::ServerContext*, const v1::WorkerRequest* request,
                      v1::LeaveResponse*) override {
@@ -248,21 +262,35 @@ class Service final : public v1::Coordinator::Service {
 
   // ---- data and steps ----
 
-  grpc::Status AcquireShard(grpc::ServerContext*, const v1::WorkerRequest* request,
-                            v1::AcquireShardResponse* response) override {
-    RETURN_GRPC(CheckVersion(*request));
-    auto lease = core_->AcquireShard(request->job_id(), request->worker_id());
-    if (!lease.ok()) return ToGrpc(lease.status());
-    response->set_shard(lease->shard);
-    response->set_name(lease->name);
-    response->set_size(lease->size);
-    response->set_offset(lease->offset);
-    response->set_epoch(lease->epoch);
-    return grpc::Status::OK;
+  grpc::ServerUnaryReactor* AcquireShard(grpc::CallbackServerContext* context,
+                                         const v1::WorkerRequest* request,
+                                         v1::AcquireShardResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (const absl::Status version = CheckVersion(*request); !version.ok()) {
+      reactor->Finish(ToGrpc(version));
+      return reactor;
+    }
+    core_->AcquireShardAsync(request->job_id(), request->worker_id(),
+                             [reactor, response](absl::StatusOr<ShardLease> lease) {
+                               if (lease.ok()) {
+                                 response->set_shard(lease->shard);
+                                 response->set_name(lease->name);
+                                 response->set_size(lease->size);
+                                 response->set_offset(lease->offset);
+                                 response->set_epoch(lease->epoch);
+                               }
+                               reactor->Finish(ToGrpc(lease.status()));
+                             });
+    return reactor;
   }
-  grpc::Status ReportProgress(grpc::ServerContext*, const v1::ReportProgressRequest* request,
-                              v1::ReportProgressResponse* response) override {
-    RETURN_GRPC(CheckVersion(*request));
+  grpc::ServerUnaryReactor* ReportProgress(grpc::CallbackServerContext* context,
+                                           const v1::ReportProgressRequest* request,
+                                           v1::ReportProgressResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (const absl::Status version = CheckVersion(*request); !version.ok()) {
+      reactor->Finish(ToGrpc(version));
+      return reactor;
+    }
     ProgressReport report;
     report.job_id = request->job_id();
     report.worker_id = request->worker_id();
@@ -271,12 +299,15 @@ class Service final : public v1::Coordinator::Service {
     report.shard = request->shard();
     report.offset = request->offset();
     report.step = request->step();
-    auto result = core_->ReportProgress(report);
-    if (!result.ok()) return ToGrpc(result.status());
-    response->set_duplicate(result->duplicate);
-    response->set_consumed_offset(result->consumed_offset);
-    response->set_shard_finished(result->shard_finished);
-    return grpc::Status::OK;
+    core_->ReportProgressAsync(report, [reactor, response](absl::StatusOr<ProgressResult> result) {
+      if (result.ok()) {
+        response->set_duplicate(result->duplicate);
+        response->set_consumed_offset(result->consumed_offset);
+        response->set_shard_finished(result->shard_finished);
+      }
+      reactor->Finish(ToGrpc(result.status()));
+    });
+    return reactor;
   }
   grpc::Status EndStep(grpc::ServerContext*, const v1::EndStepRequest* request,
                        v1::EndStepResponse* response) override {

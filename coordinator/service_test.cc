@@ -5,6 +5,7 @@
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/byte_buffer.h>
 #include <gtest/gtest.h>
 
 #include "absl/synchronization/notification.h"
@@ -193,6 +194,28 @@ TEST_F(ServiceTest, UnknownApiVersionIsRefusedAndChangesNothing) {
   EXPECT_NE(status.error_message().find("api_version 7 is not supported"), std::string::npos)
       << status.error_message();
   EXPECT_EQ(client_->GetJob("job-v").status().code(), absl::StatusCode::kNotFound);
+
+  // The callback-API handlers check it too, before the core sees the report.
+  SubmitAndJoin({"a"});
+  const GroupView view = FormOverGrpc({"a"});
+  auto lease = client_->AcquireShard("job-1", "a");
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  v1::ReportProgressRequest report;
+  report.set_job_id("job-1");
+  report.set_worker_id("a");
+  report.set_request_id("r1");
+  report.set_generation(view.generation);
+  report.set_shard(lease->shard);
+  report.set_offset(10);
+  report.set_step(1);
+  report.set_api_version(2);
+  v1::ReportProgressResponse progress;
+  grpc::ClientContext progress_context;
+  EXPECT_EQ(stub->ReportProgress(&progress_context, report, &progress).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  auto ledger = coordinator_->GetLedger("job-1");
+  ASSERT_TRUE(ledger.ok());
+  EXPECT_EQ(ledger->shards[lease->shard].consumed_offset, 0u) << "a refused report was applied";
 }
 
 TEST_F(ServiceTest, OversizedRequestIsRefusedAndChangesNothing) {
@@ -295,6 +318,50 @@ TEST_F(ServiceTest, HealthServiceAnswersServing) {
     bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+}
+
+// grpc.reflection.v1alpha: list_services names the coordinator, so stock
+// tools (grpcurl, grpc_cli) can discover it. The messages are written by hand:
+// Debian ships no generated reflection stubs.
+TEST_F(ServiceTest, ReflectionListsTheCoordinatorService) {
+  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call = stub.PrepareCall(
+      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto step = [&](int tag) {
+    void* got = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&got, &ok));
+    EXPECT_EQ(got, reinterpret_cast<void*>(static_cast<intptr_t>(tag)));
+    return ok;
+  };
+  auto tag = [](int n) { return reinterpret_cast<void*>(static_cast<intptr_t>(n)); };
+  call->StartCall(tag(1));
+  ASSERT_TRUE(step(1));
+  const std::string request("\x3a\x01*", 3);  // list_services: "*"
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, tag(2));
+  ASSERT_TRUE(step(2));
+  grpc::ByteBuffer in;
+  call->Read(&in, tag(3));
+  ASSERT_TRUE(step(3));
+  call->WritesDone(tag(4));
+  step(4);
+  grpc::Status status;
+  call->Finish(&status, tag(5));
+  step(5);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(in.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& piece : slices) {
+    bytes.append(reinterpret_cast<const char*>(piece.begin()), piece.size());
+  }
+  EXPECT_NE(bytes.find("potluck.v1.Coordinator"), std::string::npos) << bytes;
+  EXPECT_NE(bytes.find("grpc.health.v1.Health"), std::string::npos) << bytes;
 }
 
 TEST(GrpcClient, UnreachableCoordinatorIsUnavailable) {
