@@ -19,6 +19,7 @@
 #include "cli/coordinator_command.h"
 #include "cli/data_command.h"
 #include "cli/sample_command.h"
+#include "cli/worker_command.h"
 #include "common/gpu.h"
 
 namespace potluck {
@@ -26,20 +27,6 @@ namespace potluck {
 namespace {
 
 constexpr int kExitUsage = 1;
-constexpr int kExitNotAvailable = 3;
-
-// A subcommand whose implementation lands with a later issue.
-struct Planned {
-  const char* name;
-  const char* summary;
-  const char* issue;
-};
-
-int NotYetAvailable(const Planned& planned) {
-  std::cerr << "potluck " << planned.name << ": not yet available (" << planned.issue
-            << " builds it)\n";
-  return kExitNotAvailable;
-}
 
 int RunVersion(bool json) {
   if (json) {
@@ -72,18 +59,7 @@ int RunCli(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", VersionLine());
 
-  // Subcommands that later issues implement. Their flags are declared where
-  // the interface is already decided, so --help shows what is coming.
-  const std::vector<Planned> planned = {
-      {"worker", "Join a job as a worker and train", "issue 7"},
-      {"local", "Train a small GPT on this machine: embedded coordinator + N workers", "issue 7"},
-  };
   std::vector<std::string> known = {"version"};
-  std::vector<CLI::App*> planned_commands;
-  for (const Planned& p : planned) {
-    planned_commands.push_back(app.add_subcommand(p.name, p.summary));
-    known.push_back(p.name);
-  }
   int coordinator_exit_code = kExitUsage;
   CLI::App* coordinator = AddCoordinatorCommand(&app, &coordinator_exit_code);
   known.push_back("coordinator");
@@ -109,25 +85,12 @@ int RunCli(int argc, char** argv) {
   bool version_json = false;
   version->add_flag("--json", version_json, "Machine-readable output");
 
-  // Flags already fixed by the design (see README and the issues).
-  int local_workers = 3;
-  int local_steps = 0;
-  std::string local_dir = "potluck-local";
-  CLI::App* local = planned_commands[1];
-  local->add_option("--workers", local_workers, "Worker processes to start")
-      ->check(CLI::Range(1, 64));
-  local->add_option("--steps", local_steps, "Optimizer steps (0 = the job's default)")
-      ->check(CLI::NonNegativeNumber);
-  local->add_option("--dir", local_dir, "State directory; run again with the same one to resume");
-  std::string worker_coordinator, worker_token, worker_state_dir, worker_backend = "tcp",
-                                                                  worker_device = "cpu";
-  CLI::App* worker = planned_commands[0];
-  worker->add_option("--coordinator", worker_coordinator, "Coordinator address, host:port");
-  worker->add_option("--token", worker_token, "Join token for the job");
-  worker->add_option("--state-dir", worker_state_dir, "Where the worker keeps its id and cache");
-  worker->add_option("--backend", worker_backend, "Collectives backend")
-      ->check(CLI::IsMember({"tcp", "mpi", "nccl"}));
-  worker->add_option("--device", worker_device, "cpu or cuda:N");
+  int worker_exit_code = kExitUsage;
+  CLI::App* worker = AddWorkerCommand(&app, &worker_exit_code);
+  known.push_back("worker");
+  int local_exit_code = kExitUsage;
+  CLI::App* local = AddLocalCommand(&app, &local_exit_code);
+  known.push_back("local");
 
   // CLI11 reports an unknown subcommand as an unexpected argument, and an
   // unknown flag before the subcommand as a missing subcommand; name the
@@ -160,9 +123,8 @@ int RunCli(int argc, char** argv) {
   if (bench->parsed()) return bench_exit_code;
   if (data->parsed()) return data_exit_code;
   if (sample->parsed()) return sample_exit_code;
-  for (size_t i = 0; i < planned.size(); ++i) {
-    if (planned_commands[i]->parsed()) return NotYetAvailable(planned[i]);
-  }
+  if (worker->parsed()) return worker_exit_code;
+  if (local->parsed()) return local_exit_code;
   return kExitUsage;  // unreachable: require_subcommand(1)
 }
 

@@ -84,12 +84,6 @@ TEST(Cli, DataPrepareWritesShardsAndAManifest) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(Cli, PlannedCommandsSayTheyAreNotAvailableYet) {
-  const Result result = RunPotluck("local");
-  EXPECT_EQ(result.exit_code, 3) << result.output;
-  EXPECT_NE(result.output.find("not yet available"), std::string::npos) << result.output;
-}
-
 TEST(Cli, CoordinatorWithoutDataDirIsAUsageError) {
   const Result result = RunPotluck("coordinator --listen 127.0.0.1:0");
   EXPECT_EQ(result.exit_code, 1) << result.output;

@@ -46,6 +46,28 @@ TEST(SampleCli, ContinuesThePromptFromTheNewestCheckpoint) {
   std::filesystem::remove_all(dir);
 }
 
+// The README's first command, with a tiny step count: two worker processes
+// around an embedded coordinator, a falling loss, a sample; run again with
+// more steps, it resumes where the first run's last checkpoint left off.
+TEST(LocalCli, TrainsSamplesAndResumes) {
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("potluck-local-cli-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  const CommandResult first = RunPotluck("local --steps 6 --dir " + dir);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_THAT(first.output, HasSubstr("2 workers"));
+  EXPECT_THAT(first.output, HasSubstr("step    6/6"));
+  EXPECT_THAT(first.output, HasSubstr("sample from step 6:"));
+  // Not a terminal: plain lines, no carriage returns.
+  EXPECT_EQ(first.output.find('\r'), std::string::npos);
+  const CommandResult second = RunPotluck("local --steps 9 --dir " + dir);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_THAT(second.output, HasSubstr("resuming from step 6"));
+  EXPECT_THAT(second.output, HasSubstr("step    9/9"));
+  EXPECT_THAT(second.output, ::testing::Not(HasSubstr("step    1/9")));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(BenchTrainCli, ReportsBothLoopsAndTheOverhead) {
   const CommandResult r = RunPotluck("bench train --steps 2 --rounds 1 --no-exchange --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;

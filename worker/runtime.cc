@@ -479,10 +479,21 @@ class WorkerRuntime::Impl {
       }
       HeldShard& held = **cursor;
       if (held.offset + width > held.size) {
-        // The tail cannot make a whole sequence: the shard is done.
-        held.offset = held.size;
-        touched->emplace_back(held.id, held.offset);
+        // The tail cannot make a whole sequence. The coordinator must hear
+        // that the shard is finished before it leases the next one, but a
+        // report is final: so a step ends its reading at the tail when it
+        // read from this shard, and the next step reports the finish (the
+        // tail holds nothing to train) before anything else.
+        if (!touched->empty() && touched->back().first == held.id) break;
+        RETURN_IF_ERROR(FlushReports());
+        ProgressReport finish = Report(held.id, held.size, trainer_->step() + 1);
+        auto reported = client_->ReportProgress(finish);
+        if (!reported.ok()) {
+          if (reported.status().code() == absl::StatusCode::kUnavailable) break;
+          return Annotate(reported.status(), "reporting a finished shard");
+        }
         cursor->reset();
+        held_.reset();
         continue;
       }
       tokens.resize(static_cast<size_t>((got + 1) * width));
@@ -557,6 +568,33 @@ class WorkerRuntime::Impl {
       options_.on_step(progress);
     }
     return ended;
+  }
+
+  ProgressReport Report(uint32_t shard, uint64_t offset, uint64_t step) const {
+    ProgressReport report;
+    report.job_id = options_.job_id;
+    report.worker_id = worker_id_;
+    report.request_id =
+        absl::StrCat(worker_id_, "-g", generation_.load(), "-s", step, "-", shard, "-", offset);
+    report.generation = generation_;
+    report.shard = shard;
+    report.offset = offset;
+    report.step = step;
+    return report;
+  }
+
+  // Sends the buffered reports in order; kUnavailable (kept for later) when
+  // the coordinator cannot be reached.
+  absl::Status FlushReports() {
+    while (!pending_.empty()) {
+      auto reported = client_->ReportProgress(pending_.front());
+      if (!reported.ok()) {
+        if (reported.status().code() == absl::StatusCode::kAborted) pending_.clear();
+        return reported.status();
+      }
+      pending_.pop_front();
+    }
+    return absl::OkStatus();
   }
 
   // Flushes the buffered reports and ends `step`; during an outage keeps

@@ -1,0 +1,171 @@
+#include "cli/worker_command.h"
+
+#include <signal.h>
+
+#include <atomic>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+
+#include "common/status.h"
+#ifdef POTLUCK_WITH_TORCH
+#include "coordinator/grpc_client.h"
+#include "worker/runtime.h"
+#endif
+
+namespace potluck {
+
+namespace {
+
+struct WorkerArgs {
+  std::string coordinator;
+  std::string token;
+  std::string job;
+  std::string state_dir;
+  std::string backend = "tcp";
+  std::string device = "cpu";
+  std::string bind = "127.0.0.1";
+  std::string advertise;
+  std::string tls_ca;
+  int threads = 1;
+  uint64_t steps = 0;
+  std::string progress = "plain";
+};
+
+#ifdef POTLUCK_WITH_TORCH
+// Calls `on_signal` when SIGINT or SIGTERM arrives, from a thread of its own
+// (the runtime's Stop() is not async-signal-safe). Block the signals before
+// any other thread starts, so they all inherit the mask.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(std::function<void()> on_signal) {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+    thread_ = std::thread([this, on_signal] {
+      const timespec tick{0, 200 * 1000 * 1000};
+      while (!done_) {
+        if (sigtimedwait(&signals_, nullptr, &tick) > 0) on_signal();
+      }
+    });
+  }
+  ~SignalWatcher() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  sigset_t signals_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+int RunWorker(const WorkerArgs& args) {
+  if (args.backend != "tcp") {
+    std::cerr << "potluck worker: --backend " << args.backend
+              << " is not available to the worker runtime yet (tcp is)\n";
+    return 3;
+  }
+  if (args.device != "cpu") {
+    std::cerr << "potluck worker: --device " << args.device
+              << " is not available to the worker runtime yet (cpu is)\n";
+    return 3;
+  }
+  WorkerOptions options;
+  options.job_id = args.job;
+  options.token = args.token;
+  if (options.job_id.empty()) {
+    // A join token names its job: plk1:<job>:<expiry>:<id>:<mac>.
+    const std::vector<std::string> fields = absl::StrSplit(args.token, ':');
+    if (fields.size() == 5 && fields[0] == "plk1") options.job_id = fields[1];
+  }
+  if (options.job_id.empty()) {
+    std::cerr << "potluck worker: give --job, or a join token (--token) that names it\n";
+    return 1;
+  }
+  options.state_dir = args.state_dir;
+  options.bind_host = args.bind;
+  options.advertise_host = args.advertise;
+  options.threads = args.threads;
+  options.max_steps = args.steps;
+  const std::string progress = args.progress;
+  options.on_step = [progress](const WorkerProgress& p) {
+    if (progress == "json") {
+      nlohmann::json j = {{"step", p.step},
+                          {"max_steps", p.max_steps},
+                          {"loss", p.loss},
+                          {"rank", p.rank},
+                          {"world", p.world_size},
+                          {"generation", p.generation},
+                          {"tokens_per_s", p.tokens_per_s}};
+      std::cout << j.dump() << std::endl;
+    } else if (progress == "plain" && p.rank == 0) {
+      std::cout << absl::StrFormat("step %d/%d  loss %.4f  %d worker(s)  %.0f tokens/s\n", p.step,
+                                   p.max_steps, p.loss, p.world_size, p.tokens_per_s)
+                << std::flush;
+    }
+  };
+  GrpcClientOptions client_options;
+  client_options.tls_root_cert_file = args.tls_ca;
+  auto client = NewGrpcClient(args.coordinator, client_options);
+  if (!client.ok()) {
+    std::cerr << "potluck worker: " << client.status() << "\n";
+    return 2;
+  }
+  auto runtime = WorkerRuntime::Create(client->get(), options);
+  if (!runtime.ok()) {
+    std::cerr << "potluck worker: " << runtime.status() << "\n";
+    return 2;
+  }
+  absl::Status result;
+  {
+    SignalWatcher signals([&runtime] { (*runtime)->Stop(); });
+    result = (*runtime)->Run();
+  }
+  if (!result.ok()) {
+    std::cerr << "potluck worker " << (*runtime)->worker_id() << ": " << result << "\n";
+    return 2;
+  }
+  return 0;
+}
+#else
+int RunWorker(const WorkerArgs&) {
+  std::cerr << "potluck worker: this build has no libtorch (POTLUCK_WITH_TORCH=OFF)\n";
+  return 3;
+}
+#endif
+
+}  // namespace
+
+CLI::App* AddWorkerCommand(CLI::App* app, int* exit_code) {
+  auto args = std::make_shared<WorkerArgs>();
+  CLI::App* worker = app->add_subcommand("worker", "Join a job as a worker and train");
+  worker->add_option("--coordinator", args->coordinator, "Coordinator address, host:port")
+      ->required();
+  worker->add_option("--token", args->token, "Join token for the job");
+  worker->add_option("--job", args->job, "Job id (default: the one the token names)");
+  worker->add_option("--state-dir", args->state_dir, "Where the worker keeps its id and cache")
+      ->required();
+  worker->add_option("--backend", args->backend, "Collectives backend")
+      ->check(CLI::IsMember({"tcp", "mpi", "nccl"}));
+  worker->add_option("--device", args->device, "cpu or cuda:N");
+  worker->add_option("--bind", args->bind, "IPv4 address the peer links listen on");
+  worker->add_option("--advertise", args->advertise, "Address peers dial (default: --bind)");
+  worker->add_option("--tls-ca", args->tls_ca, "PEM certificate to trust (coordinator TLS)");
+  worker->add_option("--threads", args->threads, "Compute threads")->check(CLI::Range(1, 1024));
+  worker->add_option("--steps", args->steps, "Stop after this step (default: the job's)");
+  worker->add_option("--progress", args->progress, "plain, json (one line per step) or none")
+      ->check(CLI::IsMember({"plain", "json", "none"}));
+  worker->callback([args, exit_code] { *exit_code = RunWorker(*args); });
+  return worker;
+}
+
+}  // namespace potluck
