@@ -105,7 +105,8 @@ int RunWorker(const WorkerArgs& args) {
                           {"rank", p.rank},
                           {"world", p.world_size},
                           {"generation", p.generation},
-                          {"tokens_per_s", p.tokens_per_s}};
+                          {"tokens_per_s", p.tokens_per_s},
+                          {"samples", p.group_samples}};
       std::cout << j.dump() << std::endl;
     } else if (progress == "plain" && p.rank == 0) {
       std::cout << absl::StrFormat("step %d/%d  loss %.4f  %d worker(s)  %.0f tokens/s\n", p.step,
@@ -133,6 +134,15 @@ int RunWorker(const WorkerArgs& args) {
   if (!result.ok()) {
     std::cerr << "potluck worker " << (*runtime)->worker_id() << ": " << result << "\n";
     return 2;
+  }
+  if (progress == "json") {
+    // The last line: where this worker ended, and a digest of its whole
+    // state, so a launcher can check every worker holds the same model.
+    nlohmann::json done = {{"done", true},
+                           {"worker", (*runtime)->worker_id()},
+                           {"step", (*runtime)->step()},
+                           {"digest", absl::StrFormat("%016x", (*runtime)->StateDigest())}};
+    std::cout << done.dump() << std::endl;
   }
   return 0;
 }

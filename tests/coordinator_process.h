@@ -36,8 +36,8 @@ class CoordinatorProcess {
                     absl::Duration timeout = absl::Seconds(20)) {
     int out[2];
     if (pipe2(out, O_CLOEXEC) != 0) return "pipe failed";
-    std::vector<std::string> args = {binary,        "coordinator", "--listen",
-                                     "127.0.0.1:0", "--data-dir",  data_dir};
+    std::vector<std::string> args = {binary,  "coordinator", "--listen",
+                                     listen_, "--data-dir",  data_dir};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -86,6 +86,8 @@ class CoordinatorProcess {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
+  // Where the next Start listens (default 127.0.0.1:0: a free port).
+  void set_listen(const std::string& listen) { listen_ = listen; }
   const std::string& address() const { return address_; }
   const std::string& printed() const { return printed_; }
   pid_t pid() const { return pid_; }
@@ -93,6 +95,7 @@ class CoordinatorProcess {
  private:
   pid_t pid_ = -1;
   int out_ = -1;
+  std::string listen_ = "127.0.0.1:0";
   std::string address_;
   std::string printed_;
 };

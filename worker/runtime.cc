@@ -562,6 +562,7 @@ class WorkerRuntime::Impl {
       progress.rank = rank_;
       progress.world_size = world_;
       progress.generation = generation_;
+      progress.group_samples = static_cast<int64_t>(total);
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
       progress.tokens_per_s =
           seconds > 0 ? samples * job_.model().gpt().context_length() / seconds : 0;

@@ -50,7 +50,8 @@ struct WorkerProgress {
   int rank = 0;
   int world_size = 1;
   uint64_t generation = 0;
-  double tokens_per_s = 0;  // this worker's, over its last step
+  double tokens_per_s = 0;    // this worker's, over its last step
+  int64_t group_samples = 0;  // sequences the whole group trained in the step
 };
 
 struct WorkerOptions {

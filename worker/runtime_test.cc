@@ -84,29 +84,24 @@ class RuntimeTest : public ::testing::Test {
     return sequences;
   }
 
-  // What rank 0 saw of each step of the surviving lineage, and the samples
-  // that lineage trained: each worker accumulates global / (micro * world)
-  // micro-batches, at least one.
+  // Each step of the surviving lineage, from any member: a redone step
+  // comes from a newer generation, which wins (a member may die before it
+  // reports, and threads interleave).
   void Record(const WorkerProgress& p) {
-    if (p.rank != 0) return;
     absl::MutexLock lock(&mu_);
-    world_at_step_[p.step] = p.world_size;
-    // A redone step replaces what the rolled-back lineage did after it.
-    for (auto it = world_at_step_.upper_bound(p.step); it != world_at_step_.end();) {
-      it = world_at_step_.erase(it);
-    }
+    auto it = steps_.find(p.step);
+    if (it != steps_.end() && it->second.generation > p.generation) return;
+    steps_[p.step] = p;
   }
   uint64_t TrainedSequences() {
     absl::MutexLock lock(&mu_);
     uint64_t sequences = 0;
-    for (const auto& [step, world] : world_at_step_) {
-      sequences += world * kMicro * std::max<int64_t>(1, 12 / (kMicro * world));
-    }
+    for (const auto& [step, p] : steps_) sequences += p.group_samples;
     return sequences;
   }
 
   absl::Mutex mu_;
-  std::map<uint64_t, int> world_at_step_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, WorkerProgress> steps_ ABSL_GUARDED_BY(mu_);
   std::string dir_;
   Dataset dataset_;
   std::unique_ptr<Coordinator> coordinator_;
@@ -173,8 +168,8 @@ TEST_F(RuntimeTest, AWorkerThatLeavesMidRunIsRegroupedAroundAndNothingCountsTwic
 
   {
     absl::MutexLock lock(&mu_);
-    ASSERT_EQ(world_at_step_.size(), 12u);
-    EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+    ASSERT_EQ(steps_.size(), 12u);
+    EXPECT_EQ(steps_.rbegin()->second.world_size, 2);
   }
   EXPECT_EQ(CommittedSequences(), TrainedSequences());
 }

@@ -1,0 +1,382 @@
+// End to end, as processes: a real `potluck coordinator`, real `potluck
+// worker`s over the TCP backend on loopback, faults by signal. Each test
+// checks what must hold afterwards: every survivor holds the same model
+// (state digests), and the committed ledger counts every trained sample
+// exactly once.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+#include "coordinator/coordinator.h"
+#include "coordinator/grpc_client.h"
+#include "data/dataset.h"
+#include "tests/coordinator_process.h"
+
+namespace potluck {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint32_t kContext = 64;
+constexpr int64_t kMicro = 4;
+constexpr int64_t kGlobal = 8;
+
+// One `potluck worker` process, its JSON progress lines read as they come.
+class WorkerProcess {
+ public:
+  ~WorkerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  void Start(const std::vector<std::string>& args, const std::string& log) {
+    int out[2];
+    ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) dup2(fd, STDERR_FILENO);
+      std::vector<char*> argv;
+      std::vector<std::string> copy = args;
+      for (std::string& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(POTLUCK_BINARY, argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    out_ = out[0];
+    fcntl(out_, F_SETFL, O_NONBLOCK);
+    log_ = log;
+  }
+  // Reads what is there; returns complete lines.
+  std::vector<nlohmann::json> Poll() {
+    std::vector<nlohmann::json> lines;
+    char buffer[4096];
+    ssize_t n;
+    while (out_ >= 0 && (n = read(out_, buffer, sizeof(buffer))) > 0) buffer_.append(buffer, n);
+    size_t newline;
+    while ((newline = buffer_.find('\n')) != std::string::npos) {
+      auto j = nlohmann::json::parse(buffer_.substr(0, newline), nullptr, false);
+      buffer_.erase(0, newline + 1);
+      if (j.is_object()) lines.push_back(j);
+    }
+    return lines;
+  }
+  // Whether it has exited (non-blocking); its exit code in *code.
+  bool Exited(int* code) {
+    if (pid_ <= 0) {
+      *code = code_;
+      return true;
+    }
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    *code = code_;
+    return true;
+  }
+  void Kill() {
+    if (pid_ > 0) kill(pid_, SIGKILL);
+  }
+  std::string LogTail() const {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    const std::string all = s.str();
+    return all.size() > 2000 ? all.substr(all.size() - 2000) : all;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int code_ = -1;
+  std::string buffer_;
+  std::string log_;
+};
+
+class WorkerE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           absl::StrCat("potluck-e2e-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-",
+                        getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    {
+      std::ofstream text(dir_ + "/corpus.txt");
+      for (int i = 0; i < 2000; ++i)
+        text << "volunteer " << i << " brings a dish number " << i * 7 << "\n";
+    }
+    PrepareOptions prepare;
+    prepare.inputs = {dir_ + "/corpus.txt"};
+    prepare.out_dir = dir_ + "/data";
+    prepare.shard_tokens = 3000;
+    auto dataset = PrepareDataset(prepare);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    dataset_ = *dataset;
+  }
+  void TearDown() override {
+    if (getenv("POTLUCK_KEEP_TEST_DIR") == nullptr) std::filesystem::remove_all(dir_);
+  }
+
+  // Starts the coordinator on `port` (0: any) and submits the job.
+  void StartCoordinator(int port, uint64_t max_steps, bool open = true) {
+    coordinator_ = std::make_unique<CoordinatorProcess>();
+    coordinator_->set_listen(absl::StrCat("127.0.0.1:", port));
+    const std::string error =
+        coordinator_->Start(POTLUCK_BINARY, dir_ + "/coordinator", {"--lease-seconds", "2"});
+    ASSERT_EQ(error, "");
+    address_ = coordinator_->address();
+    if (max_steps == 0) return;
+    std::ifstream token_file(dir_ + "/coordinator/admin.token");
+    std::string admin;
+    token_file >> admin;
+    auto client = NewGrpcAdmin(address_);
+    ASSERT_TRUE(client.ok());
+    admin_ = std::move(*client);
+    admin_token_ = admin;
+    v1::JobSpec job;
+    job.set_job_id("e2e");
+    job.set_seed(11);
+    job.set_mode(v1::SYNC_MODE_SYNC);
+    v1::GptSpec* gpt = job.mutable_model()->mutable_gpt();
+    gpt->set_vocab_size(256);
+    gpt->set_context_length(kContext);
+    // Big enough that a step takes a few tens of milliseconds: the faults
+    // below land while the group trains, not after it finished.
+    gpt->set_layers(2);
+    gpt->set_heads(4);
+    gpt->set_width(128);
+    job.mutable_optimizer()->set_learning_rate(3e-3);
+    job.mutable_batch()->set_micro_batch_size(kMicro);
+    job.mutable_batch()->set_global_batch_size(kGlobal);
+    job.mutable_dataset()->set_manifest(dataset_.dir);
+    job.mutable_dataset()->set_epochs(10);
+    job.mutable_checkpoint()->set_every_steps(5);
+    job.mutable_checkpoint()->set_keep_last(2);
+    job.mutable_access()->set_open(open);
+    job.set_max_steps(max_steps);
+    auto submitted = admin_->SubmitJob(admin, job, "submit-1");
+    ASSERT_TRUE(submitted.ok()) << submitted.status();
+  }
+
+  std::unique_ptr<WorkerProcess> StartWorker(int index, const std::string& token = "") {
+    auto worker = std::make_unique<WorkerProcess>();
+    const std::string state = absl::StrCat(dir_, "/worker-", index);
+    std::vector<std::string> args = {"potluck",   "worker", "--coordinator", address_,
+                                     "--job",     "e2e",    "--state-dir",   state,
+                                     "--threads", "1",      "--progress",    "json"};
+    if (!token.empty()) {
+      args.push_back("--token");
+      args.push_back(token);
+    }
+    worker->Start(args, state + ".log");
+    return worker;
+  }
+
+  // Each step of the surviving lineage, from any member's line: a redone
+  // step comes from a newer generation, which wins (lines of different
+  // workers arrive interleaved, and a member may die before it prints).
+  void Record(const nlohmann::json& line) {
+    if (line.contains("done")) return;
+    const uint64_t step = line["step"];
+    const uint64_t generation = line["generation"];
+    auto it = generation_at_step_.find(step);
+    if (it != generation_at_step_.end() && it->second > generation) return;
+    generation_at_step_[step] = generation;
+    world_at_step_[step] = line["world"];
+    samples_at_step_[step] = line["samples"];
+  }
+  uint64_t TrainedSequences() const {
+    uint64_t sequences = 0;
+    for (const auto& [step, samples] : samples_at_step_) sequences += samples;
+    return sequences;
+  }
+  // The committed ledger, read from the stopped coordinator's directory.
+  uint64_t CommittedSequences(uint64_t* committed_step) {
+    CoordinatorOptions options;
+    options.data_dir = dir_ + "/coordinator";
+    auto coordinator = Coordinator::Open(options);
+    EXPECT_TRUE(coordinator.ok()) << coordinator.status();
+    if (!coordinator.ok()) return 0;
+    auto ledger = (*coordinator)->GetLedger("e2e");
+    EXPECT_TRUE(ledger.ok());
+    *committed_step = ledger->committed_step;
+    uint64_t sequences = 0;
+    for (const ShardView& shard : ledger->shards) {
+      const uint64_t o = shard.committed_offset;
+      sequences += o == shard.size ? (shard.size - 1) / kContext : o / kContext;
+    }
+    return sequences + ledger->epoch * EpochSequences();
+  }
+  uint64_t EpochSequences() const {
+    uint64_t sequences = 0;
+    for (const ShardInfo& shard : dataset_.train) sequences += (shard.tokens - 1) / kContext;
+    return sequences;
+  }
+
+  // Runs until every worker exited or `timeout`; calls `on_line` for each
+  // progress line. Returns the workers' final digests by index.
+  std::map<int, std::string> Drive(std::vector<std::unique_ptr<WorkerProcess>>& workers,
+                                   const std::function<void(int, const nlohmann::json&)>& on_line,
+                                   absl::Duration timeout = absl::Seconds(150)) {
+    std::map<int, std::string> digests;
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      bool all_exited = true;
+      for (size_t i = 0; i < workers.size(); ++i) {
+        if (workers[i] == nullptr) continue;
+        for (const auto& line : workers[i]->Poll()) {
+          Record(line);
+          if (line.contains("done")) digests[i] = line["digest"];
+          on_line(static_cast<int>(i), line);
+        }
+        int code;
+        if (!workers[i]->Exited(&code)) all_exited = false;
+      }
+      if (all_exited) {
+        for (size_t i = 0; i < workers.size(); ++i) {
+          if (workers[i] == nullptr) continue;
+          for (const auto& line : workers[i]->Poll()) {
+            if (line.contains("done")) digests[i] = line["digest"];
+          }
+        }
+        return digests;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ADD_FAILURE() << "workers still running after " << absl::FormatDuration(timeout);
+    return digests;
+  }
+
+  std::string dir_;
+  Dataset dataset_;
+  std::unique_ptr<CoordinatorProcess> coordinator_;
+  std::unique_ptr<CoordinatorAdmin> admin_;
+  std::string admin_token_;
+  std::string address_;
+  std::map<uint64_t, int> world_at_step_;
+  std::map<uint64_t, int64_t> samples_at_step_;  // the group's, per step
+  std::map<uint64_t, uint64_t> generation_at_step_;
+};
+
+TEST_F(WorkerE2eTest, SigkilledWorkerLeavesSurvivorsIdenticalAndEverySampleCountedOnce) {
+  StartCoordinator(0, 60);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  bool killed = false;
+  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+    if (!killed && line.value("step", 0) >= 15 && line.value("world", 0) == 3) {
+      workers[2]->Kill();
+      killed = true;
+    }
+  });
+  ASSERT_TRUE(killed);
+  int code;
+  for (int i : {0, 1}) {
+    ASSERT_TRUE(workers[i]->Exited(&code));
+    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
+  }
+  ASSERT_EQ(digests.count(0), 1u);
+  ASSERT_EQ(digests.count(1), 1u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(world_at_step_.size(), 60u);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  coordinator_->Signal(SIGTERM);
+  uint64_t committed_step = 0;
+  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+  EXPECT_EQ(committed_step, 60u);
+}
+
+TEST_F(WorkerE2eTest, JoinerMidRunEndsWithTheSameModel) {
+  StartCoordinator(0, 60);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  bool joined = false;
+  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+    if (!joined && line.value("step", 0) >= 5) {
+      workers.push_back(StartWorker(2));
+      joined = true;
+    }
+  });
+  ASSERT_TRUE(joined);
+  int code;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(workers[i]->Exited(&code));
+    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
+  }
+  ASSERT_EQ(digests.size(), 3u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(digests[0], digests[2]);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 3);
+  coordinator_->Signal(SIGTERM);
+  uint64_t committed_step = 0;
+  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+}
+
+TEST_F(WorkerE2eTest, CoordinatorSigkilledAndRestartedLosesNothingCommitted) {
+  StartCoordinator(0, 60);
+  const std::string port = address_.substr(address_.rfind(':') + 1);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  bool restarted = false;
+  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+    if (!restarted && line.value("step", 0) >= 12) {
+      coordinator_->Signal(SIGKILL);
+      absl::SleepFor(absl::Seconds(1));
+      StartCoordinator(std::stoi(port), 0);
+      restarted = true;
+    }
+  });
+  ASSERT_TRUE(restarted);
+  int code;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(workers[i]->Exited(&code));
+    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
+  }
+  ASSERT_EQ(digests.size(), 2u);
+  EXPECT_EQ(digests[0], digests[1]);
+  coordinator_->Signal(SIGTERM);
+  uint64_t committed_step = 0;
+  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+  EXPECT_EQ(committed_step, 60u);
+}
+
+TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {
+  StartCoordinator(0, 4, /*open=*/false);
+  auto other = admin_->CreateToken(admin_token_, "e2e", absl::Hours(1));
+  ASSERT_TRUE(other.ok()) << other.status();
+  std::string forged = *other;
+  forged.back() = forged.back() == '0' ? '1' : '0';
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  workers.push_back(StartWorker(0, forged));
+  Drive(
+      workers, [](int, const nlohmann::json&) {}, absl::Seconds(60));
+  int code;
+  ASSERT_TRUE(workers[0]->Exited(&code));
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(workers[0]->LogTail(), HasSubstr("UNAUTHENTICATED"));
+}
+
+}  // namespace
+}  // namespace potluck
