@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 
 #include "checkpoint/checkpoint_bench.h"
+#include "cli/recovery_bench.h"
 #include "collectives/allreduce_bench.h"
 #include "coordinator/coordinator_bench.h"
 
@@ -503,6 +504,19 @@ CLI::App* AddBenchCommand(CLI::App* app, int* exit_code) {
   coordinator->add_flag("--json", coordinator_args->json, "Print only the JSON line");
   coordinator->callback(
       [coordinator_args, exit_code] { *exit_code = RunCoordinator(*coordinator_args); });
+
+  auto recovery_args = std::make_shared<RecoveryBenchArgs>();
+  CLI::App* recovery = bench->add_subcommand(
+      "recovery", "Detection, regroup and joiner times when a worker process is SIGKILLed");
+  recovery->add_option("--workers", recovery_args->workers, "Worker processes")
+      ->check(CLI::Range(2, 32));
+  recovery->add_option("--rounds", recovery_args->rounds, "Kills (medians are reported)")
+      ->check(CLI::Range(1, 50));
+  recovery->add_option("--lease-seconds", recovery_args->lease_seconds, "Worker lease")
+      ->check(CLI::Range(1, 60));
+  recovery->add_option("--seed", recovery_args->seed, "Seed of the kill schedule");
+  recovery->add_flag("--json", recovery_args->json, "Print only the JSON line");
+  recovery->callback([recovery_args, exit_code] { *exit_code = RunRecoveryBench(*recovery_args); });
 
   // One rank of the above, started by it (not for people to call).
   CLI::App* rank = bench->add_subcommand("allreduce-rank", "");

@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 
+#include "cli/internal/child_process.h"
 #include "cli/worker_command.h"
 #include "common/status.h"
 #ifdef POTLUCK_WITH_TORCH
@@ -54,49 +55,17 @@ std::atomic<bool> interrupted{false};
 
 void OnInterrupt(int) { interrupted = true; }
 
-struct Child {
-  pid_t pid = -1;
-  int out = -1;  // its stdout (JSON progress lines)
-  std::string buffer;
-  std::string log;
-  bool running = true;
-  int status = 0;
-};
+using cli_internal::ChildProcess;
 
 // Starts `potluck worker` for this job; its progress lines come back on a pipe.
-absl::StatusOr<Child> SpawnWorker(int index, int port, const LocalArgs& args, int threads) {
+absl::StatusOr<ChildProcess> SpawnWorker(int index, int port, const LocalArgs& args, int threads) {
   const std::string state_dir = absl::StrCat(args.dir, "/worker-", index);
   std::filesystem::create_directories(state_dir);
-  Child child;
-  child.log = state_dir + "/worker.log";
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
-  const std::vector<std::string> argv_strings = {"potluck",       "worker",
-                                                 "--coordinator", absl::StrCat("127.0.0.1:", port),
-                                                 "--job",         kJobId,
-                                                 "--state-dir",   state_dir,
-                                                 "--threads",     std::to_string(threads),
-                                                 "--steps",       std::to_string(args.steps),
-                                                 "--progress",    "json"};
-  const pid_t pid = fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork");
-  if (pid == 0) {
-    // The worker dies with `potluck local`, whichever way that ends.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    dup2(pipe_fds[1], STDOUT_FILENO);
-    const int log = open(child.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log >= 0) dup2(log, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (const std::string& s : argv_strings) argv.push_back(const_cast<char*>(s.c_str()));
-    argv.push_back(nullptr);
-    execv("/proc/self/exe", argv.data());
-    _exit(127);
-  }
-  close(pipe_fds[1]);
-  fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
-  child.pid = pid;
-  child.out = pipe_fds[0];
-  return child;
+  return cli_internal::SpawnSelf(
+      {"worker", "--coordinator", absl::StrCat("127.0.0.1:", port), "--job", kJobId, "--state-dir",
+       state_dir, "--threads", std::to_string(threads), "--steps", std::to_string(args.steps),
+       "--progress", "json"},
+      state_dir + "/worker.log");
 }
 
 // What the progress line shows: rank 0's view of the group.
@@ -179,7 +148,7 @@ int RunLocal(LocalArgs args) {
   sigaction(SIGTERM, &action, nullptr);
 
   const int threads = ThreadsPerWorker(args.workers);
-  std::vector<Child> children;
+  std::vector<ChildProcess> children;
   for (int i = 0; i < args.workers; ++i) {
     auto child = SpawnWorker(i, (*server)->port(), args, threads);
     if (!child.ok()) return fail(child.status());
@@ -195,23 +164,16 @@ int RunLocal(LocalArgs args) {
   while (running > 0) {
     if (interrupted && !terminating) {
       terminating = true;
-      for (Child& c : children) {
+      for (ChildProcess& c : children) {
         if (c.running) kill(c.pid, SIGTERM);
       }
     }
     std::vector<pollfd> fds;
-    for (Child& c : children) fds.push_back({c.out, POLLIN, 0});
+    for (ChildProcess& c : children) fds.push_back({c.out, POLLIN, 0});
     poll(fds.data(), fds.size(), 200);
-    for (Child& c : children) {
-      char buffer[4096];
-      ssize_t n;
-      while ((n = read(c.out, buffer, sizeof(buffer))) > 0) c.buffer.append(buffer, n);
-      size_t newline;
-      while ((newline = c.buffer.find('\n')) != std::string::npos) {
-        const std::string line = c.buffer.substr(0, newline);
-        c.buffer.erase(0, newline + 1);
-        nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_object()) continue;
+    for (ChildProcess& c : children) {
+      for (const nlohmann::json& j : c.ReadLines()) {
+        if (j.contains("event") || j.contains("done")) continue;
         const int rank = j.value("rank", 0);
         progress.tokens_per_s[rank] = j.value("tokens_per_s", 0.0);
         if (rank != 0) continue;
@@ -235,12 +197,10 @@ int RunLocal(LocalArgs args) {
         }
       }
     }
-    for (Child& c : children) {
+    for (ChildProcess& c : children) {
       if (!c.running) continue;
-      int status;
-      if (waitpid(c.pid, &status, WNOHANG) == c.pid) {
-        c.running = false;
-        c.status = status;
+      if (c.Reap()) {
+        const int status = c.status;
         --running;
         if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && !terminating) {
           std::cerr << (tty ? "\n" : "") << "potluck local: worker " << c.pid << " "

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 
 #include "common/status.h"
 #ifdef POTLUCK_WITH_TORCH
@@ -106,7 +107,8 @@ int RunWorker(const WorkerArgs& args) {
                           {"world", p.world_size},
                           {"generation", p.generation},
                           {"tokens_per_s", p.tokens_per_s},
-                          {"samples", p.group_samples}};
+                          {"samples", p.group_samples},
+                          {"unix_ms", absl::ToUnixMillis(absl::Now())}};
       std::cout << j.dump() << std::endl;
     } else if (progress == "plain" && p.rank == 0) {
       std::cout << absl::StrFormat("step %d/%d  loss %.4f  %d worker(s)  %.0f tokens/s\n", p.step,
@@ -114,6 +116,19 @@ int RunWorker(const WorkerArgs& args) {
                 << std::flush;
     }
   };
+  if (progress == "json") {
+    options.on_group = [](const WorkerGroupEvent& e) {
+      nlohmann::json j = {{"event", "group"},
+                          {"generation", e.generation},
+                          {"rank", e.rank},
+                          {"world", e.world_size},
+                          {"from_checkpoint", e.from_checkpoint},
+                          {"resume_step", e.resume_step},
+                          {"heard_unix_ms", absl::ToUnixMillis(e.heard)},
+                          {"formed_unix_ms", absl::ToUnixMillis(e.formed)}};
+      std::cout << j.dump() << std::endl;
+    };
+  }
   GrpcClientOptions client_options;
   client_options.tls_root_cert_file = args.tls_ca;
   auto client = NewGrpcClient(args.coordinator, client_options);

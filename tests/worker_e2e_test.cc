@@ -198,7 +198,7 @@ class WorkerE2eTest : public ::testing::Test {
   // step comes from a newer generation, which wins (lines of different
   // workers arrive interleaved, and a member may die before it prints).
   void Record(const nlohmann::json& line) {
-    if (line.contains("done")) return;
+    if (line.contains("done") || line.contains("event")) return;
     const uint64_t step = line["step"];
     const uint64_t generation = line["generation"];
     auto it = generation_at_step_.find(step);

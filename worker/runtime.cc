@@ -268,13 +268,22 @@ class WorkerRuntime::Impl {
       auto status = client_->Heartbeat(options_.job_id, worker_id_);
       if (status.ok()) {
         coordinator_seen_ = absl::Now();
-        latest_generation_ = status->generation;
+        NoteGeneration(status->generation);
         if (status->generation != generation_.load()) AbortComm();
       } else if (status.status().code() == absl::StatusCode::kFailedPrecondition ||
                  status.status().code() == absl::StatusCode::kNotFound) {
         must_rejoin_ = true;  // the coordinator counts this worker dead
         AbortComm();
       }
+    }
+  }
+
+  // Records when a newer generation was first heard of.
+  void NoteGeneration(uint64_t generation) {
+    absl::MutexLock lock(&heard_mu_);
+    if (generation > latest_generation_.load()) {
+      latest_generation_ = generation;
+      heard_at_ = absl::Now();
     }
   }
 
@@ -445,6 +454,20 @@ class WorkerRuntime::Impl {
                 << "'s state differs from rank 0's; re-broadcasting from rank 0\n";
       RETURN_IF_ERROR(trainer_->BroadcastState(comm, 0, Deadline()));
       break;
+    }
+    if (options_.on_group) {
+      WorkerGroupEvent event;
+      event.generation = view.generation;
+      event.rank = rank_;
+      event.world_size = world_;
+      event.from_checkpoint = view.from_checkpoint;
+      event.resume_step = view.resume_step;
+      {
+        absl::MutexLock lock(&heard_mu_);
+        event.heard = heard_at_;
+      }
+      event.formed = absl::Now();
+      options_.on_group(event);
     }
     return absl::OkStatus();
   }
@@ -621,7 +644,7 @@ class WorkerRuntime::Impl {
       return Annotate(ended.status(), absl::StrCat("ending step ", step));
     }
     coordinator_seen_ = absl::Now();
-    latest_generation_ = std::max(latest_generation_.load(), ended->generation);
+    NoteGeneration(ended->generation);
     if (ended->job_state == v1::JOB_STATE_CANCELLED) {
       stop_ = true;
       return absl::OkStatus();
@@ -717,6 +740,8 @@ class WorkerRuntime::Impl {
   std::atomic<bool> stop_{false};
   std::atomic<bool> must_rejoin_{false};
   std::atomic<absl::Time> coordinator_seen_{absl::Now()};
+  absl::Mutex heard_mu_;
+  absl::Time heard_at_ ABSL_GUARDED_BY(heard_mu_) = absl::Now();
   bool leave_ = false;
   int rank_ = 0;
   int world_ = 1;

@@ -54,6 +54,19 @@ struct WorkerProgress {
   int64_t group_samples = 0;  // sequences the whole group trained in the step
 };
 
+// A generation this worker formed, and when (for `potluck bench recovery`):
+// `heard` is when it first learned the generation existed, `formed` when its
+// group was connected and agreed on the state.
+struct WorkerGroupEvent {
+  uint64_t generation = 0;
+  int rank = 0;
+  int world_size = 1;
+  bool from_checkpoint = false;
+  uint64_t resume_step = 0;
+  absl::Time heard;
+  absl::Time formed;
+};
+
 struct WorkerOptions {
   std::string job_id;
   std::string token;
@@ -70,6 +83,8 @@ struct WorkerOptions {
   uint64_t max_steps = 0;  // 0 = the job's max_steps (which must then be set)
   // Called after every step on the training thread.
   std::function<void(const WorkerProgress&)> on_step;
+  // Called after every generation this worker formed, on the training thread.
+  std::function<void(const WorkerGroupEvent&)> on_group;
 };
 
 class WorkerRuntime {
