@@ -22,8 +22,9 @@ packages=(
   # model code (worker/ only); OpenBLAS so libtorch does not fall back to the
   # reference BLAS, which trains a small GPT ~8x slower
   libtorch-dev libopenblas0-pthread
-  # tests and benchmarks; clang-format for the format check
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  # tests and benchmarks; clang-format for the format check; the openssl
+  # command makes the self-signed certificates of the TLS tests
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format openssl
 )
 
 if [[ "${1:-}" == "--list" ]]; then

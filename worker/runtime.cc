@@ -562,18 +562,7 @@ class WorkerRuntime::Impl {
 
     ASSIGN_OR_RETURN(TrainStepResult result, trainer_->Step(batches, comm, rank_));
     held_ = cursor;  // the step happened: its reads count
-    for (const auto& [shard, offset] : touched) {
-      ProgressReport report;
-      report.job_id = options_.job_id;
-      report.worker_id = worker_id_;
-      report.request_id =
-          absl::StrCat(worker_id_, "-g", generation_.load(), "-s", step, "-", shard, "-", offset);
-      report.generation = generation_;
-      report.shard = shard;
-      report.offset = offset;
-      report.step = step;
-      pending_.push_back(report);
-    }
+    for (const auto& [shard, offset] : touched) pending_.push_back(Report(shard, offset, step));
     // The step is applied whatever the coordinator answers (a regroup is
     // handled by the caller), so it is shown either way.
     const absl::Status ended = ReportAndEndStep(step);

@@ -100,6 +100,33 @@ class RuntimeTest : public ::testing::Test {
     return sequences;
   }
 
+  // Runs `count` workers on threads to the end; `on_step(index, progress)`
+  // is called beside the recording. Returns each worker's Run() status.
+  std::vector<absl::Status> RunWorkers(
+      int count, std::vector<std::unique_ptr<WorkerRuntime>>* workers,
+      const std::function<void(int, const WorkerProgress&)>& on_step = nullptr) {
+    std::vector<std::unique_ptr<CoordinatorClient>> clients;
+    for (int i = 0; i < count; ++i) {
+      clients.push_back(NewInProcessClient(coordinator_.get()));
+      WorkerOptions options = Options(i);
+      options.on_step = [this, i, on_step](const WorkerProgress& p) {
+        if (on_step) on_step(i, p);
+        Record(p);
+      };
+      auto worker = WorkerRuntime::Create(clients.back().get(), options);
+      EXPECT_TRUE(worker.ok()) << worker.status();
+      if (!worker.ok()) return {};
+      workers->push_back(std::move(*worker));
+    }
+    std::vector<absl::Status> results(count);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < count; ++i) {
+      threads.emplace_back([&, i] { results[i] = (*workers)[i]->Run(); });
+    }
+    for (auto& t : threads) t.join();
+    return results;
+  }
+
   absl::Mutex mu_;
   std::map<uint64_t, WorkerProgress> steps_ ABSL_GUARDED_BY(mu_);
   std::string dir_;
@@ -110,22 +137,9 @@ class RuntimeTest : public ::testing::Test {
 
 TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOnce) {
   constexpr int kWorkers = 3;
-  std::vector<std::unique_ptr<CoordinatorClient>> clients;
   std::vector<std::unique_ptr<WorkerRuntime>> workers;
-  for (int i = 0; i < kWorkers; ++i) {
-    clients.push_back(NewInProcessClient(coordinator_.get()));
-    WorkerOptions options = Options(i);
-    options.on_step = [&](const WorkerProgress& p) { Record(p); };
-    auto worker = WorkerRuntime::Create(clients.back().get(), options);
-    ASSERT_TRUE(worker.ok()) << worker.status();
-    workers.push_back(std::move(*worker));
-  }
-  std::vector<absl::Status> results(kWorkers);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kWorkers; ++i) {
-    threads.emplace_back([&, i] { results[i] = workers[i]->Run(); });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<absl::Status> results = RunWorkers(kWorkers, &workers);
+  ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
   for (int i = 0; i < kWorkers; ++i) {
     ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
     EXPECT_EQ(workers[i]->step(), 12u);
@@ -141,25 +155,12 @@ TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOn
 
 TEST_F(RuntimeTest, AWorkerThatLeavesMidRunIsRegroupedAroundAndNothingCountsTwice) {
   constexpr int kWorkers = 3;
-  std::vector<std::unique_ptr<CoordinatorClient>> clients;
   std::vector<std::unique_ptr<WorkerRuntime>> workers;
-  for (int i = 0; i < kWorkers; ++i) {
-    clients.push_back(NewInProcessClient(coordinator_.get()));
-    WorkerOptions options = Options(i);
-    options.on_step = [&, i](const WorkerProgress& p) {
-      if (i == 0 && p.step == 6) workers[2]->Stop();
-      Record(p);
-    };
-    auto worker = WorkerRuntime::Create(clients.back().get(), options);
-    ASSERT_TRUE(worker.ok()) << worker.status();
-    workers.push_back(std::move(*worker));
-  }
-  std::vector<absl::Status> results(kWorkers);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kWorkers; ++i) {
-    threads.emplace_back([&, i] { results[i] = workers[i]->Run(); });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<absl::Status> results =
+      RunWorkers(kWorkers, &workers, [&](int i, const WorkerProgress& p) {
+        if (i == 0 && p.step == 6) workers[2]->Stop();
+      });
+  ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
   for (int i = 0; i < kWorkers; ++i) EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
   EXPECT_EQ(workers[0]->step(), 12u);
   EXPECT_EQ(workers[1]->step(), 12u);
