@@ -72,6 +72,7 @@ absl::StatusOr<ChildProcess> SpawnWorker(int index, int port, const LocalArgs& a
 struct Progress {
   uint64_t step = 0, max_steps = 0, first_step = 0;
   double loss = 0, first_loss = 0;
+  double validation_loss = -1;  // < 0: none yet
   int world = 0;
   std::map<int, double> tokens_per_s;  // by rank
   absl::Time started = absl::Now();
@@ -87,8 +88,10 @@ std::string ProgressLine(const Progress& p) {
         absl::ToDoubleSeconds(absl::Now() - p.first_step_at) / double(p.step - p.first_step);
     eta = absl::StrFormat("%.0fs", per_step * double(p.max_steps - p.step));
   }
-  return absl::StrFormat("step %4d/%d  loss %.3f  %6.0f tokens/s  %d worker(s)  ETA %s", p.step,
-                         p.max_steps, p.loss, tokens, p.world, eta);
+  const std::string validation =
+      p.validation_loss < 0 ? "" : absl::StrFormat("  (validation %.3f)", p.validation_loss);
+  return absl::StrFormat("step %4d/%d  loss %.3f%s  %6.0f tokens/s  %d worker(s)  ETA %s", p.step,
+                         p.max_steps, p.loss, validation, tokens, p.world, eta);
 }
 
 absl::StatusOr<Dataset> LocalDataset(const std::string& dir) {
@@ -124,7 +127,8 @@ int RunLocal(LocalArgs args) {
     job.set_job_id(kJobId);
     job.mutable_dataset()->set_manifest(dataset->dir);
     job.set_max_steps(args.steps);
-    job.mutable_access()->set_open(true);  // loopback only: nobody else can reach it
+    job.mutable_dataset()->set_epochs(1000);  // --steps decides when it ends
+    job.mutable_access()->set_open(true);     // loopback only: nobody else can reach it
     auto admin = (*coordinator)->CreateAdminToken(absl::Minutes(5));
     if (!admin.ok()) return fail(admin.status());
     auto submitted = (*coordinator)->SubmitJob(*admin, job);
@@ -180,6 +184,7 @@ int RunLocal(LocalArgs args) {
         progress.step = j.value("step", uint64_t{0});
         progress.loss = j.value("loss", 0.0);
         progress.world = j.value("world", 0);
+        if (j.contains("validation_loss")) progress.validation_loss = j["validation_loss"];
         if (progress.first_step == 0) {
           progress.first_step = progress.step;
           progress.first_loss = progress.loss;

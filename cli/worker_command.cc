@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cmath>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -109,11 +110,15 @@ int RunWorker(const WorkerArgs& args) {
                           {"tokens_per_s", p.tokens_per_s},
                           {"samples", p.group_samples},
                           {"unix_ms", absl::ToUnixMillis(absl::Now())}};
+      if (!std::isnan(p.validation_loss)) j["validation_loss"] = p.validation_loss;
       std::cout << j.dump() << std::endl;
     } else if (progress == "plain" && p.rank == 0) {
-      std::cout << absl::StrFormat("step %d/%d  loss %.4f  %d worker(s)  %.0f tokens/s\n", p.step,
-                                   p.max_steps, p.loss, p.world_size, p.tokens_per_s)
-                << std::flush;
+      std::cout << absl::StrFormat("step %d/%d  loss %.4f  %d worker(s)  %.0f tokens/s", p.step,
+                                   p.max_steps, p.loss, p.world_size, p.tokens_per_s);
+      if (!std::isnan(p.validation_loss)) {
+        std::cout << absl::StrFormat("  validation loss %.4f", p.validation_loss);
+      }
+      std::cout << std::endl;
     }
   };
   if (progress == "json") {

@@ -28,6 +28,7 @@
 #include "data/dataset.h"
 #include "data/token_shard.h"
 #include "worker/compute_threads.h"
+#include "worker/data_feed.h"
 #include "worker/model_io.h"
 #include "worker/trainer.h"
 
@@ -329,7 +330,14 @@ class WorkerRuntime::Impl {
         }
         need_group = false;
       }
-      if (trainer_->step() >= max_steps_) return Finish();
+      if (trainer_->step() >= max_steps_) {
+        const absl::Status finished = Finish();
+        // The group changed before the last step was committed: regroup (a
+        // rollback resumes below max_steps) and train on.
+        if (finished.code() != absl::StatusCode::kAborted) return finished;
+        need_group = true;
+        continue;
+      }
       absl::Status stepped = StepOnce();
       if (stepped.ok()) continue;
       if (stepped.code() == absl::StatusCode::kDataLoss &&
@@ -481,11 +489,16 @@ class WorkerRuntime::Impl {
     return comm_.get();
   }
 
-  // Reads `sequences` sequences from the held shards, leasing new ones as
-  // needed; fewer when the epoch has no pending shard. Advances `cursor`
-  // (the caller commits it) and records finished shards in `finished`.
+  // Reads up to `sequences` sequences into one batch, leasing a shard when
+  // none is held. Advances `cursor` (the caller commits it when the step is
+  // applied) and records the offset reached per shard in `touched`. Sets
+  // *step_done when this step must read no further: the epoch has no
+  // pending shard, or a shard was finished (the coordinator releases it
+  // only when the step's report arrives, so leasing again now would hand
+  // the same shard back).
   absl::Status Read(int64_t sequences, std::optional<HeldShard>* cursor,
-                    std::vector<std::pair<uint32_t, uint64_t>>* touched, std::vector<Batch>* out) {
+                    std::vector<std::pair<uint32_t, uint64_t>>* touched, std::vector<Batch>* out,
+                    bool* step_done) {
     const uint32_t context = job_.model().gpt().context_length();
     const int64_t width = context + 1;
     std::vector<uint32_t> tokens;
@@ -494,7 +507,10 @@ class WorkerRuntime::Impl {
       if (!cursor->has_value()) {
         auto lease = client_->AcquireShard(options_.job_id, worker_id_);
         if (!lease.ok()) {
-          if (lease.status().code() == absl::StatusCode::kUnavailable) break;  // none now
+          if (lease.status().code() == absl::StatusCode::kUnavailable) {  // none now
+            *step_done = true;
+            break;
+          }
           return lease.status();
         }
         ASSIGN_OR_RETURN(const TokenShard* shard, Shard(lease->name));
@@ -502,17 +518,15 @@ class WorkerRuntime::Impl {
       }
       HeldShard& held = **cursor;
       if (held.offset + width > held.size) {
-        // The tail cannot make a whole sequence. The coordinator must hear
-        // that the shard is finished before it leases the next one, but a
-        // report is final: so a step ends its reading at the tail when it
-        // read from this shard, and the next step reports the finish (the
-        // tail holds nothing to train) before anything else.
-        if (!touched->empty() && touched->back().first == held.id) break;
+        // Leased at its tail (a shard shorter than one sequence): nothing to
+        // train, so report it finished at once and lease another.
         RETURN_IF_ERROR(FlushReports());
-        ProgressReport finish = Report(held.id, held.size, trainer_->step() + 1);
-        auto reported = client_->ReportProgress(finish);
+        auto reported = client_->ReportProgress(Report(held.id, held.size, trainer_->step() + 1));
         if (!reported.ok()) {
-          if (reported.status().code() == absl::StatusCode::kUnavailable) break;
+          if (reported.status().code() == absl::StatusCode::kUnavailable) {
+            *step_done = true;
+            break;
+          }
           return Annotate(reported.status(), "reporting a finished shard");
         }
         cursor->reset();
@@ -524,10 +538,21 @@ class WorkerRuntime::Impl {
           held.offset, absl::MakeSpan(tokens).subspan(static_cast<size_t>(got * width), width)));
       held.offset += context;
       ++got;
+      // What remains after the last whole sequence is shorter than one: the
+      // shard is finished with this step (its report says offset = size).
+      // The coordinator releases it only when that report arrives after the
+      // step, so this step reads no further.
+      const bool finished = held.offset + width > held.size;
+      const uint64_t reported = finished ? held.size : held.offset;
       if (touched->empty() || touched->back().first != held.id) {
-        touched->emplace_back(held.id, held.offset);
+        touched->emplace_back(held.id, reported);
       } else {
-        touched->back().second = held.offset;
+        touched->back().second = reported;
+      }
+      if (finished) {
+        cursor->reset();
+        *step_done = true;
+        break;
       }
     }
     if (got == 0) return absl::OkStatus();
@@ -549,8 +574,9 @@ class WorkerRuntime::Impl {
     std::optional<HeldShard> cursor = held_;
     std::vector<std::pair<uint32_t, uint64_t>> touched;
     std::vector<Batch> batches;
-    for (int64_t i = 0; i < accumulation; ++i) {
-      RETURN_IF_ERROR(Read(micro, &cursor, &touched, &batches));
+    bool step_done = false;
+    for (int64_t i = 0; i < accumulation && !step_done; ++i) {
+      RETURN_IF_ERROR(Read(micro, &cursor, &touched, &batches, &step_done));
     }
     int64_t samples = 0;
     for (const Batch& b : batches) samples += b.samples();
@@ -566,6 +592,10 @@ class WorkerRuntime::Impl {
     // The step is applied whatever the coordinator answers (a regroup is
     // handled by the caller), so it is shown either way.
     const absl::Status ended = ReportAndEndStep(step);
+    double validation_loss = std::numeric_limits<double>::quiet_NaN();
+    if (rank_ == 0 && job_.eval_every_steps() > 0 && step % job_.eval_every_steps() == 0) {
+      ASSIGN_OR_RETURN(validation_loss, ValidationLoss());
+    }
     if (options_.on_step) {
       WorkerProgress progress;
       progress.step = step;
@@ -575,12 +605,29 @@ class WorkerRuntime::Impl {
       progress.world_size = world_;
       progress.generation = generation_;
       progress.group_samples = static_cast<int64_t>(total);
+      progress.validation_loss = validation_loss;
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
       progress.tokens_per_s =
           seconds > 0 ? samples * job_.model().gpt().context_length() / seconds : 0;
       options_.on_step(progress);
     }
     return ended;
+  }
+
+  // The loss on the start of the validation split (the same sequences every
+  // time, so the numbers compare across steps and runs).
+  absl::StatusOr<double> ValidationLoss() {
+    if (validation_.empty()) {
+      ASSIGN_OR_RETURN(auto feed, DataFeed::Open(dataset_, DataFeed::Split::kValidation,
+                                                 job_.model().gpt().context_length()));
+      const int64_t sequences = std::min<int64_t>(
+          job_.eval_sequences() > 0 ? job_.eval_sequences() : 64, feed->sequences_per_epoch());
+      for (int64_t left = sequences; left > 0; left -= 16) {
+        ASSIGN_OR_RETURN(Batch batch, feed->Next(std::min<int64_t>(16, left)));
+        validation_.push_back(std::move(batch));
+      }
+    }
+    return trainer_->Evaluate(validation_);
   }
 
   ProgressReport Report(uint32_t shard, uint64_t offset, uint64_t step) const {
@@ -698,7 +745,10 @@ class WorkerRuntime::Impl {
   // that commit, then everyone leaves.
   absl::Status Finish() {
     const uint64_t step = trainer_->step();
-    RETURN_IF_ERROR(ReportAndEndStep(step));
+    // A member that finished first has left, which makes a new generation:
+    // that regroup signal is no reason to stop when the step is committed.
+    const absl::Status ended = ReportAndEndStep(step);
+    if (!ended.ok() && ended.code() != absl::StatusCode::kAborted) return ended;
     if (rank_ == 0) RETURN_IF_ERROR(Upload(step));
     const absl::Time give_up = absl::Now() + options_.collective_timeout;
     while (absl::Now() < give_up && !stop_) {
@@ -721,6 +771,7 @@ class WorkerRuntime::Impl {
   uint64_t max_steps_ = 0;
   Dataset dataset_;
   std::map<std::string, std::unique_ptr<TokenShard>> shards_;
+  std::vector<Batch> validation_;  // built at the first evaluation
   std::unique_ptr<Model> model_;
   std::unique_ptr<Trainer> trainer_;
 

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -52,6 +53,9 @@ struct WorkerProgress {
   uint64_t generation = 0;
   double tokens_per_s = 0;    // this worker's, over its last step
   int64_t group_samples = 0;  // sequences the whole group trained in the step
+  // Rank 0, every job.eval_every_steps: the validation loss after the step;
+  // NaN on other steps and ranks.
+  double validation_loss = std::numeric_limits<double>::quiet_NaN();
 };
 
 // A generation this worker formed, and when (for `potluck bench recovery`):

@@ -2,6 +2,8 @@
 // protocol end to end (the multi-process suites are in tests/).
 #include "worker/runtime.h"
 
+#include <atomic>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -58,6 +60,8 @@ class RuntimeTest : public ::testing::Test {
     job_.mutable_checkpoint()->set_keep_last(3);
     job_.mutable_access()->set_open(true);
     job_.set_max_steps(12);
+    job_.set_eval_every_steps(4);
+    job_.set_eval_sequences(8);
     auto submitted = coordinator_->SubmitJob(*admin, job_);
     ASSERT_TRUE(submitted.ok()) << submitted.status();
   }
@@ -138,8 +142,18 @@ class RuntimeTest : public ::testing::Test {
 TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOnce) {
   constexpr int kWorkers = 3;
   std::vector<std::unique_ptr<WorkerRuntime>> workers;
-  const std::vector<absl::Status> results = RunWorkers(kWorkers, &workers);
+  std::atomic<int> evaluations{0};
+  const std::vector<absl::Status> results =
+      RunWorkers(kWorkers, &workers, [&](int, const WorkerProgress& p) {
+        if (std::isnan(p.validation_loss)) return;
+        EXPECT_EQ(p.rank, 0);
+        EXPECT_EQ(p.step % 4, 0u);
+        EXPECT_GT(p.validation_loss, 0.0);
+        EXPECT_LT(p.validation_loss, 10.0);
+        ++evaluations;
+      });
   ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
+  EXPECT_GE(evaluations.load(), 3);
   for (int i = 0; i < kWorkers; ++i) {
     ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
     EXPECT_EQ(workers[i]->step(), 12u);

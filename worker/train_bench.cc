@@ -57,6 +57,8 @@ v1::JobSpec DefaultLocalJob() {
   job.mutable_checkpoint()->set_every_steps(50);
   job.mutable_checkpoint()->set_keep_last(2);
   job.mutable_dataset()->set_epochs(1);
+  job.set_eval_every_steps(50);
+  job.set_eval_sequences(64);
   return job;
 }
 
