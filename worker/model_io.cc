@@ -112,14 +112,9 @@ absl::Status SaveTrainingCheckpoint(CheckpointStore* store, const v1::JobSpec& j
                                     const Trainer& trainer,
                                     absl::Span<const BlobToSave> extra_blobs,
                                     absl::Span<const Record> records) {
-  std::string job_json;
-  if (!google::protobuf::util::MessageToJsonString(job, &job_json).ok()) {
-    return absl::InternalError("could not write the job spec as JSON");
-  }
-  const std::string state = trainer.StateBlob();
-  std::vector<BlobToSave> blobs = {{kJobBlob, job_json}, {"trainer", state}};
-  blobs.insert(blobs.end(), extra_blobs.begin(), extra_blobs.end());
-  return store->Save(job.job_id(), step, trainer.StateTensors(), blobs, records);
+  ASSIGN_OR_RETURN(auto writer, store->BeginSave(job.job_id(), step));
+  RETURN_IF_ERROR(WriteTrainingCheckpoint(writer.get(), job, trainer, extra_blobs));
+  return writer->Commit(records);
 }
 
 absl::Status WriteTrainingCheckpoint(CheckpointWriter* writer, const v1::JobSpec& job,
