@@ -73,21 +73,6 @@ std::string ToJson(const google::protobuf::Message& message) {
   return json;
 }
 
-const char* StateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_RUNNING:
-      return "running";
-    case v1::JOB_STATE_PAUSED:
-      return "paused";
-    case v1::JOB_STATE_CANCELLED:
-      return "cancelled";
-    case v1::JOB_STATE_FINISHED:
-      return "finished";
-    default:
-      return "unknown";
-  }
-}
-
 // What the admin commands share.
 struct RemoteArgs {
   std::string coordinator;
@@ -142,7 +127,8 @@ void Run(const std::string& name, int* exit_code, Body body) {
 
 void PrintJob(const v1::JobStatus& job) {
   std::cout << absl::StrFormat("%-24s %-10s step %-8d workers %d\n", job.spec().job_id(),
-                               StateName(job.state()), job.committed_step(), job.live_workers());
+                               std::string(JobStateName(job.state())), job.committed_step(),
+                               job.live_workers());
 }
 
 }  // namespace
@@ -252,8 +238,8 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
       if (args->json) {
         std::cout << ToJson(status) << "\n";
       } else {
-        std::cout << "submitted job " << status.spec().job_id() << " (" << StateName(status.state())
-                  << ")\n";
+        std::cout << "submitted job " << status.spec().job_id() << " ("
+                  << JobStateName(status.state()) << ")\n";
       }
       return absl::OkStatus();
     });

@@ -96,21 +96,6 @@ struct Job {
   void TouchWorker(const Worker& worker) { dirty_workers.insert(worker.record.worker_id()); }
 };
 
-absl::string_view StateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_RUNNING:
-      return "running";
-    case v1::JOB_STATE_PAUSED:
-      return "paused";
-    case v1::JOB_STATE_CANCELLED:
-      return "cancelled";
-    case v1::JOB_STATE_FINISHED:
-      return "finished";
-    default:
-      return "in an unknown state";
-  }
-}
-
 }  // namespace
 
 class Coordinator::Impl {
@@ -554,7 +539,7 @@ absl::Status Coordinator::Impl::RequireRunning(const Job& job) const {
     return absl::OutOfRangeError(absl::StrCat("job ", job.id(), " is finished: no more data"));
   }
   return absl::FailedPreconditionError(
-      absl::StrCat("job ", job.id(), " is ", StateName(job.record.state())));
+      absl::StrCat("job ", job.id(), " is ", JobStateName(job.record.state())));
 }
 
 v1::JobStatus Coordinator::Impl::JobStatusOf(const Job& job) const {
@@ -686,8 +671,8 @@ absl::Status Coordinator::Impl::SetJobState(absl::string_view admin_token, absl:
     if (from == to) return absl::OkStatus();
     const bool terminal = from == v1::JOB_STATE_CANCELLED || from == v1::JOB_STATE_FINISHED;
     if (terminal || (to == v1::JOB_STATE_RUNNING && from != v1::JOB_STATE_PAUSED)) {
-      return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " is ", StateName(from),
-                                                        "; cannot make it ", StateName(to)));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job.id(), " is ", JobStateName(from), "; cannot make it ", JobStateName(to)));
     }
     job.record.set_state(to);
     job.dirty = true;

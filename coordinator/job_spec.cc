@@ -298,4 +298,19 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   return absl::InvalidArgumentError(absl::StrCat("invalid JobSpec: ", absl::StrJoin(errors, "; ")));
 }
 
+absl::string_view JobStateName(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_RUNNING:
+      return "running";
+    case v1::JOB_STATE_PAUSED:
+      return "paused";
+    case v1::JOB_STATE_CANCELLED:
+      return "cancelled";
+    case v1::JOB_STATE_FINISHED:
+      return "finished";
+    default:
+      return "unknown";
+  }
+}
+
 }  // namespace potluck

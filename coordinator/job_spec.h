@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
+#include "potluck/v1/coordinator.pb.h"
 #include "potluck/v1/job.pb.h"
 
 namespace potluck {
@@ -33,6 +34,10 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecYaml(absl::string_view yaml);
 absl::StatusOr<std::string> YamlToJson(absl::string_view yaml);
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
+
+// "running", "paused", "cancelled", "finished" (or "unknown"), for messages
+// and the command line.
+absl::string_view JobStateName(v1::JobState state);
 
 }  // namespace potluck
 
