@@ -39,6 +39,7 @@ struct WorkerArgs {
   int threads = 1;
   uint64_t steps = 0;
   std::string progress = "plain";
+  uint64_t fault_nan_from_step = 0;
 };
 
 #ifdef POTLUCK_WITH_TORCH
@@ -98,6 +99,7 @@ int RunWorker(const WorkerArgs& args) {
   options.advertise_host = args.advertise;
   options.threads = args.threads;
   options.max_steps = args.steps;
+  options.fault_nan_from_step = args.fault_nan_from_step;
   const std::string progress = args.progress;
   options.on_step = [progress](const WorkerProgress& p) {
     if (progress == "json") {
@@ -194,6 +196,8 @@ CLI::App* AddWorkerCommand(CLI::App* app, int* exit_code) {
   worker->add_option("--steps", args->steps, "Stop after this step (default: the job's)");
   worker->add_option("--progress", args->progress, "plain, json (one line per step) or none")
       ->check(CLI::IsMember({"plain", "json", "none"}));
+  // Fault injection for tests and the chaos suite; not in --help.
+  worker->add_option("--fault-nan-from-step", args->fault_nan_from_step)->group("");
   worker->callback([args, exit_code] { *exit_code = RunWorker(*args); });
   return worker;
 }

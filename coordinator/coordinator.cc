@@ -96,6 +96,10 @@ struct Job {
   void TouchWorker(const Worker& worker) { dirty_workers.insert(worker.record.worker_id()); }
 };
 
+int MinWorkers(const Job& job) {
+  return std::max<int>(1, static_cast<int>(job.record.spec().access().min_workers()));
+}
+
 }  // namespace
 
 class Coordinator::Impl {
@@ -321,7 +325,10 @@ absl::Status Coordinator::Impl::Evaluate(Job& job) {
     }
     job.next_lease_check = next;
   }
+  // A generation whose members all came but are too few waits for joiners;
+  // one that some member missed is given up at its deadline.
   if (job.gen.members_size() > 0 && !job.gen.formed() &&
+      job.arrived.size() < static_cast<size_t>(job.gen.members_size()) &&
       now >= job.gen_created + options_.rendezvous_timeout) {
     for (const std::string& id : job.gen.members()) {
       Worker& worker = job.workers.at(id);
@@ -475,6 +482,7 @@ absl::Status Coordinator::Impl::Regroup(Job& job, bool rollback, uint64_t bounda
     next.set_from_checkpoint(true);
     next.set_resume_step(job.record.committed_step());
     job.ledger.RevertUncommitted();
+    job.ledger.ReleaseAll();  // the new group leases by its own ranks
     job.record.set_rollback_generation(next.number());
     // The reverted reports' ids go too: a replay of one carries a rolled-back
     // generation and is refused as such.
@@ -547,6 +555,7 @@ v1::JobStatus Coordinator::Impl::JobStatusOf(const Job& job) const {
   *status.mutable_spec() = job.record.spec();
   status.set_state(job.record.state());
   status.set_committed_step(job.record.committed_step());
+  status.set_epoch(job.ledger.epoch());
   uint32_t live = 0;
   for (const auto& [id, worker] : job.workers) live += worker.alive() ? 1 : 0;
   status.set_live_workers(live);
@@ -871,7 +880,8 @@ absl::StatusOr<RendezvousResult> Coordinator::Impl::Rendezvous(absl::string_view
     }
     if (!job.arrived.contains(worker_id)) {
       job.arrived.insert(std::string(worker_id));
-      if (job.arrived.size() == static_cast<size_t>(job.gen.members_size())) {
+      if (job.arrived.size() == static_cast<size_t>(job.gen.members_size()) &&
+          job.gen.members_size() >= MinWorkers(job)) {
         job.gen.set_formed(true);
         job.dirty = true;
       }
@@ -922,7 +932,14 @@ absl::StatusOr<ShardLease> Coordinator::Impl::AcquireShard(
       [&](Job& job) -> absl::StatusOr<ShardLease> {
         ASSIGN_OR_RETURN(Worker * worker, Member(job, worker_id));
         RETURN_IF_ERROR(RequireRunning(job));
-        ASSIGN_OR_RETURN(uint32_t index, job.ledger.Acquire(worker->record.worker_id()));
+        int rank = 0;
+        while (rank < job.gen.members_size() && job.gen.members(rank) != worker_id) ++rank;
+        if (rank == job.gen.members_size()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("worker ", worker_id, " is not in generation ", job.gen.number()));
+        }
+        ASSIGN_OR_RETURN(uint32_t index, job.ledger.Acquire(worker->record.worker_id(), rank,
+                                                            job.gen.members_size()));
         const ci::Shard& shard = job.ledger.shards()[index];
         return ShardLease{index, shard.name, shard.size, shard.consumed, job.ledger.epoch()};
       },

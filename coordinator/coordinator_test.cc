@@ -190,6 +190,32 @@ TEST_F(CoordinatorTest, LateJoinerIsAdmittedAtTheStepBoundary) {
   EXPECT_FALSE(view.from_checkpoint);  // a join continues from the live step
 }
 
+TEST_F(CoordinatorTest, AGroupBelowMinWorkersWaitsForMembersWithoutTimingOut) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_access()->set_min_workers(2);
+  Submit(spec, shards_);
+  Join("job-1", "a");
+  uint64_t generation = CurrentGeneration("job-1");
+  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
+  // Past the rendezvous deadline: a came, so nobody is dropped.
+  for (int i = 0; i < 8; ++i) {
+    clock_.AdvanceBy(absl::Seconds(5));
+    ASSERT_TRUE(coordinator_->Heartbeat("job-1", "a").ok());
+  }
+  EXPECT_EQ(CurrentGeneration("job-1"), generation);
+  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
+
+  Join("job-1", "b");
+  const GroupView view = Form("job-1", {"a", "b"});
+  ASSERT_EQ(view.members.size(), 2u);
+  EXPECT_EQ(view.members[0].worker_id, "a");
+
+  // b leaves: the survivor alone is below the minimum and waits again.
+  ASSERT_TRUE(coordinator_->Leave("job-1", "b").ok());
+  generation = CurrentGeneration("job-1");
+  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
+}
+
 TEST_F(CoordinatorTest, JoinersDuringAnOpenRendezvousAreFoldedIn) {
   Submit(Spec("job-1"), shards_);
   Join("job-1", "a");
@@ -271,11 +297,12 @@ TEST_F(CoordinatorTest, DeadWorkersUncommittedRangeReturnsToPending) {
   EXPECT_EQ(zero.consumed_offset, 40u);
   EXPECT_EQ(zero.holder, "");
   // The survivor's own uncommitted progress is reverted too (the group
-  // resumes from the checkpoint at step 1), but it keeps its shard.
+  // resumes from the checkpoint at step 1), and its lease is dropped: the
+  // new group leases by its own ranks.
   ShardView one = Shard(1);
   EXPECT_EQ(one.consumed_offset, 0u);
-  EXPECT_EQ(one.holder, "b");
-  EXPECT_EQ(one.state, ShardView::State::kLeased);
+  EXPECT_EQ(one.holder, "");
+  EXPECT_EQ(one.state, ShardView::State::kPending);
 
   const GroupView view = Form("job-1", {"b"});
   EXPECT_TRUE(view.from_checkpoint);
@@ -283,17 +310,17 @@ TEST_F(CoordinatorTest, DeadWorkersUncommittedRangeReturnsToPending) {
   auto stale = coordinator_->ReportProgress({"job-1", "b", "b2", old_generation, 1, 30, 2});
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
 
-  auto held = coordinator_->AcquireShard("job-1", "b");
-  ASSERT_TRUE(held.ok());
-  EXPECT_EQ(held->shard, 1u);
-  EXPECT_EQ(held->offset, 0u);
-  // Finishing shard 1 frees b for the dead worker's remainder of shard 0,
-  // re-leased from its committed offset before any fresh shard.
-  ASSERT_TRUE(Report("b", "b3", 1, 100, 2).ok());
+  // The dead worker's remainder of shard 0 comes first, from its committed
+  // offset, before any fresh shard.
   auto remainder = coordinator_->AcquireShard("job-1", "b");
   ASSERT_TRUE(remainder.ok());
   EXPECT_EQ(remainder->shard, 0u);
   EXPECT_EQ(remainder->offset, 40u);
+  ASSERT_TRUE(Report("b", "b3", 0, 100, 2).ok());
+  auto fresh = coordinator_->AcquireShard("job-1", "b");
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->shard, 1u);
+  EXPECT_EQ(fresh->offset, 0u);
 }
 
 TEST_F(CoordinatorTest, EpochRollsOverWhenEveryShardIsDone) {
@@ -637,11 +664,11 @@ TEST_F(CoordinatorTest, ReopenKeepsStateAndRevertsUncommittedProgress) {
   const ShardView zero = Shard(0);
   EXPECT_EQ(zero.committed_offset, 30u);
   EXPECT_EQ(zero.consumed_offset, 30u);
-  EXPECT_EQ(zero.holder, "a");
+  EXPECT_EQ(zero.holder, "");  // the group resumes from the checkpoint: leases start anew
   const ShardView one = Shard(1);
   EXPECT_EQ(one.committed_offset, 0u);
   EXPECT_EQ(one.consumed_offset, 0u);
-  EXPECT_EQ(one.holder, "b");
+  EXPECT_EQ(one.holder, "");
 
   // Tokens and the signing key survived; the revoked one stays revoked.
   EXPECT_TRUE(coordinator_->VerifyToken("job-1", *token).ok());

@@ -286,6 +286,9 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   Check(batch.global_batch_size() > 0, "batch.global_batch_size", "must be > 0", &errors);
   Check(batch.global_batch_size() >= batch.micro_batch_size(), "batch.global_batch_size",
         "must be >= batch.micro_batch_size", &errors);
+  const v1::AccessPolicy& access = spec.access();
+  Check(access.max_workers() == 0 || access.min_workers() <= access.max_workers(),
+        "access.min_workers", "must be <= access.max_workers", &errors);
   if (spec.mode() == v1::SYNC_MODE_DILOCO) {
     Check(spec.diloco().inner_steps() > 0, "diloco.inner_steps", "must be > 0 in diloco mode",
           &errors);

@@ -67,6 +67,35 @@ TEST(ShardLedger, OneLeasePerWorkerAndPartlyCommittedShardsFirst) {
   EXPECT_EQ(ledger.shards()[1].lease_from, 4u);
 }
 
+TEST(ShardLedger, EachRankLeasesItsOwnSlotWhoeverAsksFirst) {
+  std::vector<Shard> shards(5);
+  for (size_t i = 0; i < shards.size(); ++i) {
+    shards[i].name = std::to_string(i);
+    shards[i].size = 10;
+  }
+  // Rank 1 asks first, then rank 0: each still gets its slot's first shard.
+  ShardLedger ledger(shards, 0);
+  EXPECT_EQ(*ledger.Acquire("b", 1, 2), 1u);
+  EXPECT_EQ(*ledger.Acquire("a", 0, 2), 0u);
+  ASSERT_TRUE(ledger.Report(0, "a", 10, 1).ok());
+  ASSERT_TRUE(ledger.Report(1, "b", 4, 1).ok());
+  EXPECT_EQ(*ledger.Acquire("a", 0, 2), 2u);
+  ASSERT_TRUE(ledger.Report(2, "a", 10, 2).ok());
+  EXPECT_EQ(*ledger.Acquire("a", 0, 2), 4u);
+  ASSERT_TRUE(ledger.Report(4, "a", 10, 3).ok());
+  // Slot 0 is used up; shard 3 is slot 1's although rank 0 is idle.
+  EXPECT_EQ(ledger.Acquire("a", 0, 2).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger.Acquire("a", 2, 2).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // A group of one after a rollback: every lease is dropped and the single
+  // rank takes the partly consumed shard first.
+  ledger.ApplyCommitted(ledger.SnapshotAt(3, 1));
+  ledger.RevertUncommitted();
+  ledger.ReleaseAll();
+  EXPECT_EQ(*ledger.Acquire("a", 0, 1), 1u);
+  EXPECT_EQ(ledger.shards()[1].lease_from, 4u);
+}
+
 TEST(ShardLedger, ReportsAreChecked) {
   ShardLedger ledger = TwoShards();
   ASSERT_TRUE(ledger.Acquire("w").ok());

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -139,16 +140,17 @@ class WorkerE2eTest : public ::testing::Test {
     if (getenv("POTLUCK_KEEP_TEST_DIR") == nullptr) std::filesystem::remove_all(dir_);
   }
 
-  // Starts the coordinator on `port` (0: any) and submits the job.
-  void StartCoordinator(int port, uint64_t max_steps, bool open = true) {
+  // Starts the coordinator on `port` (0: any) and submits the job (unless
+  // max_steps is 0: a restart).
+  void StartCoordinator(int port, uint64_t max_steps, bool open = true, uint32_t min_workers = 0) {
     coordinator_ = std::make_unique<CoordinatorProcess>();
     coordinator_->set_listen(absl::StrCat("127.0.0.1:", port));
     const std::string error =
-        coordinator_->Start(POTLUCK_BINARY, dir_ + "/coordinator", {"--lease-seconds", "2"});
+        coordinator_->Start(POTLUCK_BINARY, CoordinatorDir(), {"--lease-seconds", "2"});
     ASSERT_EQ(error, "");
     address_ = coordinator_->address();
     if (max_steps == 0) return;
-    std::ifstream token_file(dir_ + "/coordinator/admin.token");
+    std::ifstream token_file(CoordinatorDir() + "/admin.token");
     std::string admin;
     token_file >> admin;
     auto client = NewGrpcAdmin(address_);
@@ -175,14 +177,18 @@ class WorkerE2eTest : public ::testing::Test {
     job.mutable_checkpoint()->set_every_steps(5);
     job.mutable_checkpoint()->set_keep_last(2);
     job.mutable_access()->set_open(open);
+    job.mutable_access()->set_min_workers(min_workers);
     job.set_max_steps(max_steps);
     auto submitted = admin_->SubmitJob(admin, job, "submit-1");
     ASSERT_TRUE(submitted.ok()) << submitted.status();
   }
 
-  std::unique_ptr<WorkerProcess> StartWorker(int index, const std::string& token = "") {
+  std::string CoordinatorDir() const { return dir_ + "/coordinator" + run_; }
+
+  std::unique_ptr<WorkerProcess> StartWorker(int index, const std::string& token = "",
+                                             const std::vector<std::string>& extra = {}) {
     auto worker = std::make_unique<WorkerProcess>();
-    const std::string state = absl::StrCat(dir_, "/worker-", index);
+    const std::string state = absl::StrCat(dir_, "/worker-", index, run_);
     std::vector<std::string> args = {"potluck",   "worker", "--coordinator", address_,
                                      "--job",     "e2e",    "--state-dir",   state,
                                      "--threads", "1",      "--progress",    "json"};
@@ -190,6 +196,7 @@ class WorkerE2eTest : public ::testing::Test {
       args.push_back("--token");
       args.push_back(token);
     }
+    args.insert(args.end(), extra.begin(), extra.end());
     worker->Start(args, state + ".log");
     return worker;
   }
@@ -215,7 +222,7 @@ class WorkerE2eTest : public ::testing::Test {
   // The committed ledger, read from the stopped coordinator's directory.
   uint64_t CommittedSequences(uint64_t* committed_step) {
     CoordinatorOptions options;
-    options.data_dir = dir_ + "/coordinator";
+    options.data_dir = CoordinatorDir();
     auto coordinator = Coordinator::Open(options);
     EXPECT_TRUE(coordinator.ok()) << coordinator.status();
     if (!coordinator.ok()) return 0;
@@ -270,6 +277,7 @@ class WorkerE2eTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string run_;  // tells apart the directories of a test's separate runs
   Dataset dataset_;
   std::unique_ptr<CoordinatorProcess> coordinator_;
   std::unique_ptr<CoordinatorAdmin> admin_;
@@ -360,6 +368,122 @@ TEST_F(WorkerE2eTest, CoordinatorSigkilledAndRestartedLosesNothingCommitted) {
   uint64_t committed_step = 0;
   EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
   EXPECT_EQ(committed_step, 60u);
+}
+
+// Everything (workers and coordinator) SIGKILLed mid-run and started again
+// from the last checkpoint with the same world size ends bitwise equal to a
+// run that was never interrupted: which rank reads which data depends only
+// on the ranks and the ledger, and the Trainer resumes exactly.
+TEST_F(WorkerE2eTest, RunStoppedAndRestartedEndsBitwiseEqualToAnUninterruptedOne) {
+  constexpr uint64_t kSteps = 24;
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  auto reference = Drive(workers, [](int, const nlohmann::json&) {});
+  ASSERT_EQ(reference.size(), 2u);
+  ASSERT_EQ(reference[0], reference[1]);
+  coordinator_->Signal(SIGTERM);
+
+  run_ = "-interrupted";
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  workers.clear();
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  uint64_t killed_at = 0;
+  Drive(workers, [&](int, const nlohmann::json& line) {
+    if (killed_at == 0 && line.value("step", 0) >= 13) {
+      for (auto& worker : workers) worker->Kill();
+      coordinator_->Signal(SIGKILL);
+      killed_at = line["step"];
+    }
+  });
+  ASSERT_GT(killed_at, 0u);
+  uint64_t committed_step = 0;
+  CommittedSequences(&committed_step);
+  EXPECT_GT(committed_step, 0u);
+  EXPECT_LT(committed_step, killed_at);
+
+  StartCoordinator(0, 0);  // the same directory: a restart
+  workers.clear();
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  auto resumed = Drive(workers, [](int, const nlohmann::json&) {});
+  int code;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(workers[i]->Exited(&code));
+    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
+  }
+  ASSERT_EQ(resumed.size(), 2u);
+  EXPECT_EQ(resumed[0], reference[0]);
+  EXPECT_EQ(resumed[1], reference[0]);
+}
+
+// The same stop, resumed with three workers instead of two: the data is
+// split anew, and every sample is still trained exactly once.
+TEST_F(WorkerE2eTest, RunResumedWithAnotherWorldSizeTrainsEverySampleOnce) {
+  constexpr uint64_t kSteps = 30;
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  bool killed = false;
+  Drive(workers, [&](int, const nlohmann::json& line) {
+    if (!killed && line.value("step", 0) >= 13) {
+      for (auto& worker : workers) worker->Kill();
+      coordinator_->Signal(SIGKILL);
+      killed = true;
+    }
+  });
+  ASSERT_TRUE(killed);
+
+  StartCoordinator(0, 0);
+  workers.clear();
+  for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  auto digests = Drive(workers, [](int, const nlohmann::json&) {});
+  int code;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(workers[i]->Exited(&code));
+    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
+  }
+  ASSERT_EQ(digests.size(), 3u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(digests[0], digests[2]);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 3);
+  EXPECT_EQ(world_at_step_.size(), kSteps);
+  coordinator_->Signal(SIGTERM);
+  uint64_t committed_step = 0;
+  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+  EXPECT_EQ(committed_step, kSteps);
+}
+
+// A worker whose gradients turn NaN is caught before its step is applied
+// anywhere and leaves; the others redo the step without it and end with
+// the same, finite model.
+TEST_F(WorkerE2eTest, WorkerWithNaNGradientsIsRemovedWithoutCorruptingTheOthers) {
+  constexpr uint64_t kSteps = 30;
+  StartCoordinator(0, kSteps);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  workers.push_back(StartWorker(2, "", {"--fault-nan-from-step", "12"}));
+  double last_loss = 0;
+  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+    if (line.contains("loss")) last_loss = line["loss"];
+  });
+  int code;
+  ASSERT_TRUE(workers[2]->Exited(&code));
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(workers[2]->LogTail(), HasSubstr("this worker's own"));
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(workers[i]->Exited(&code));
+    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
+  }
+  ASSERT_EQ(digests.count(0), 1u);
+  ASSERT_EQ(digests.count(1), 1u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_TRUE(std::isfinite(last_loss));
+  EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  EXPECT_EQ(world_at_step_.size(), kSteps);
+  coordinator_->Signal(SIGTERM);
+  uint64_t committed_step = 0;
+  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+  EXPECT_EQ(committed_step, kSteps);
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {

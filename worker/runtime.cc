@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -463,6 +465,8 @@ class WorkerRuntime::Impl {
       RETURN_IF_ERROR(trainer_->BroadcastState(comm, 0, Deadline()));
       break;
     }
+    ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
+    RETURN_IF_ERROR(AgreeOnEpoch(job.epoch()));
     if (options_.on_group) {
       WorkerGroupEvent event;
       event.generation = view.generation;
@@ -481,6 +485,18 @@ class WorkerRuntime::Impl {
   }
 
   absl::Time Deadline() const { return absl::Now() + options_.collective_timeout; }
+
+  // The epoch the group reads from: the newest any member saw. Members move
+  // to the next epoch together, at a step where none of them has data left,
+  // so which member reads which shard never depends on when each one heard
+  // of the rollover.
+  absl::Status AgreeOnEpoch(uint64_t seen) {
+    std::vector<int64_t> epochs(world_);
+    epochs[rank_] = static_cast<int64_t>(seen);
+    RETURN_IF_ERROR(Comm()->AllGather(TensorView::Of(epochs.data(), epochs.size()), Deadline()));
+    epoch_ = static_cast<uint64_t>(*std::max_element(epochs.begin(), epochs.end()));
+    return absl::OkStatus();
+  }
 
   // The current communicator. Only the training thread replaces it, so the
   // pointer stays valid on that thread without holding the lock.
@@ -512,6 +528,12 @@ class WorkerRuntime::Impl {
             break;
           }
           return lease.status();
+        }
+        if (lease->epoch > epoch_) {
+          // The next epoch's: read at the group's next epoch boundary. The
+          // coordinator keeps the lease for this worker meanwhile.
+          *step_done = true;
+          break;
         }
         ASSIGN_OR_RETURN(const TokenShard* shard, Shard(lease->name));
         *cursor = HeldShard{lease->shard, lease->name, lease->size, lease->offset, shard};
@@ -586,6 +608,10 @@ class WorkerRuntime::Impl {
     RETURN_IF_ERROR(comm->AllReduce(TensorView::Of(&total, 1), ReduceOp::kSum, Deadline()));
     if (total == 0) return EndOfEpoch();
 
+    if (options_.fault_nan_from_step > 0 && step >= options_.fault_nan_from_step) {
+      torch::NoGradGuard no_grad;
+      model_->trainable().values().narrow(0, 0, 1).fill_(std::nan(""));
+    }
     ASSIGN_OR_RETURN(TrainStepResult result, trainer_->Step(batches, comm, rank_));
     held_ = cursor;  // the step happened: its reads count
     for (const auto& [shard, offset] : touched) pending_.push_back(Report(shard, offset, step));
@@ -725,20 +751,31 @@ class WorkerRuntime::Impl {
   }
 
   // Nobody has data: the epoch's shards are all consumed. The epoch rolls
-  // over when a checkpoint commits them, so rank 0 commits one; then
-  // everyone waits for shards of the next epoch (or the job's end).
+  // over when a checkpoint commits them, so rank 0 commits this step; the
+  // others wait for that commit, then the group moves to the next epoch
+  // together (or stops: the job's last epoch is done).
   absl::Status EndOfEpoch() {
     const uint64_t step = trainer_->step();
     RETURN_IF_ERROR(ReportAndEndStep(step));
     if (rank_ == 0) RETURN_IF_ERROR(Upload(step));
-    ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
-    if (job.state() == v1::JOB_STATE_FINISHED || job.state() == v1::JOB_STATE_CANCELLED) {
-      stop_ = true;
-      leave_ = false;
-      return absl::OkStatus();
+    const absl::Time give_up = Deadline();
+    while (true) {
+      ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
+      if (job.state() == v1::JOB_STATE_FINISHED || job.state() == v1::JOB_STATE_CANCELLED) {
+        stop_ = true;
+        leave_ = false;
+        return absl::OkStatus();
+      }
+      if (latest_generation_.load() != generation_.load()) {
+        return absl::AbortedError("the group changed at the epoch's end");
+      }
+      // Not committed in time (rank 0's upload gave up): agree on what is
+      // known; the next step finds no data again and retries the commit.
+      if (job.committed_step() >= step || stop_ || absl::Now() >= give_up) {
+        return AgreeOnEpoch(job.epoch());
+      }
+      absl::SleepFor(kPoll * 5);
     }
-    absl::SleepFor(kPoll * 10);
-    return absl::OkStatus();
   }
 
   // max_steps reached: rank 0 commits the last step, the others wait for
@@ -785,6 +822,7 @@ class WorkerRuntime::Impl {
   bool leave_ = false;
   int rank_ = 0;
   int world_ = 1;
+  uint64_t epoch_ = 0;  // the group's, see AgreeOnEpoch
   std::optional<HeldShard> held_;
   std::deque<ProgressReport> pending_;
 

@@ -85,6 +85,10 @@ struct WorkerOptions {
   // How long to keep going without the coordinator before giving up.
   absl::Duration outage_tolerance = absl::Minutes(2);
   uint64_t max_steps = 0;  // 0 = the job's max_steps (which must then be set)
+  // Fault injection (tests, the chaos suite): from this step on the worker's
+  // parameters turn NaN before it trains, as a broken GPU or a bad kernel
+  // would make its gradients. 0 = never.
+  uint64_t fault_nan_from_step = 0;
   // Called after every step on the training thread.
   std::function<void(const WorkerProgress&)> on_step;
   // Called after every generation this worker formed, on the training thread.

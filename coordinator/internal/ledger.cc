@@ -12,12 +12,17 @@ namespace cs = potluck::coordinator_state;
 ShardLedger::ShardLedger(std::vector<Shard> shards, uint64_t epoch)
     : shards_(std::move(shards)), epoch_(epoch) {}
 
-absl::StatusOr<uint32_t> ShardLedger::Acquire(absl::string_view worker) {
+absl::StatusOr<uint32_t> ShardLedger::Acquire(absl::string_view worker, uint32_t slot,
+                                              uint32_t slots) {
+  if (slots == 0 || slot >= slots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slot ", slot, " of ", slots, " does not exist"));
+  }
   int best = -1;
   for (size_t i = 0; i < shards_.size(); ++i) {
     const Shard& shard = shards_[i];
     if (shard.holder == worker) return static_cast<uint32_t>(i);
-    if (!shard.holder.empty() || shard.consumed >= shard.size) continue;
+    if (i % slots != slot || !shard.holder.empty() || shard.consumed >= shard.size) continue;
     // Partly committed shards first, so a dead worker's remainder is finished
     // before fresh shards are opened.
     if (best < 0 || (shard.committed > 0 && shards_[best].committed == 0)) {
@@ -26,8 +31,8 @@ absl::StatusOr<uint32_t> ShardLedger::Acquire(absl::string_view worker) {
   }
   if (best < 0) {
     return absl::UnavailableError(absl::StrCat(
-        "no pending shard in epoch ", epoch_,
-        ": every shard is leased, or consumed and waiting for a checkpoint; retry later"));
+        "no pending shard for slot ", slot, " of ", slots, " in epoch ", epoch_,
+        ": its shards are leased, or consumed and waiting for a checkpoint; retry later"));
   }
   Shard& shard = shards_[best];
   shard.holder = std::string(worker);
@@ -83,6 +88,14 @@ void ShardLedger::Release(absl::string_view worker) {
       shards_[i].holder.clear();
       dirty_.insert(i);
     }
+  }
+}
+
+void ShardLedger::ReleaseAll() {
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (shards_[i].holder.empty()) continue;
+    shards_[i].holder.clear();
+    dirty_.insert(i);
   }
 }
 

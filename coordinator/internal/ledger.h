@@ -49,10 +49,16 @@ class ShardLedger {
   const std::vector<Shard>& shards() const { return shards_; }
 
   // The shard `worker` holds (it keeps one at a time) or, failing that, leases
-  // the next pending one: partly committed shards first, then by index. The
-  // lease starts at the shard's consumed offset. kUnavailable when every shard
-  // is leased, done, or consumed and waiting for a checkpoint.
-  absl::StatusOr<uint32_t> Acquire(absl::string_view worker);
+  // the next pending shard of its slot: a group of `slots` members splits the
+  // shards by index modulo `slots`, and the member of rank `slot` takes its
+  // own, partly committed ones first, then by index. So which member reads
+  // which data depends only on the ranks and the ledger, never on who asks
+  // first: a run resumed from a checkpoint with the same world size reads
+  // what the uninterrupted run read. The lease starts at the shard's
+  // consumed offset. kUnavailable when the slot has no pending shard (the
+  // others' may still have some: at an epoch's end a member can idle for up
+  // to one shard's worth of steps).
+  absl::StatusOr<uint32_t> Acquire(absl::string_view worker, uint32_t slot = 0, uint32_t slots = 1);
 
   // Moves `shard`'s consumed offset to `offset` for `step`. kInvalidArgument
   // for an unknown shard, kPermissionDenied when another worker holds it,
@@ -63,6 +69,8 @@ class ShardLedger {
 
   // Drops `worker`'s lease; its shard becomes pending again.
   void Release(absl::string_view worker);
+  // Drops every lease (a group formed anew leases by its new ranks).
+  void ReleaseAll();
 
   // consumed = committed on every shard and every uncommitted report is
   // forgotten; leases stay with their holders, restarting at committed.
