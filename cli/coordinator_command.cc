@@ -311,6 +311,47 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
       });
     });
   }
+
+  // Offline: the ledger in a stopped coordinator's directory (RocksDB allows
+  // one process at a time), for audits such as the chaos suite's
+  // exactly-once check.
+  auto ledger_dir = std::make_shared<std::string>();
+  CLI::App* ledger = job_command->add_subcommand(
+      "ledger", "Show a job's shard ledger from a stopped coordinator's data directory");
+  ledger->add_option("JOB", *job_id, "Job id")->required();
+  ledger->add_option("--data-dir", *ledger_dir, "The coordinator's data directory")->required();
+  ledger->add_flag("--json", args->json, "Machine-readable output");
+  ledger->callback([args, job_id, ledger_dir, exit_code] {
+    Run("job ledger", exit_code, [&]() -> absl::Status {
+      CoordinatorOptions options;
+      options.data_dir = *ledger_dir;
+      ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator, Coordinator::Open(options));
+      ASSIGN_OR_RETURN(LedgerView view, coordinator->GetLedger(*job_id));
+      if (args->json) {
+        nlohmann::json out = {{"job_id", *job_id},
+                              {"epoch", view.epoch},
+                              {"committed_step", view.committed_step},
+                              {"shards", nlohmann::json::array()}};
+        for (const ShardView& shard : view.shards) {
+          out["shards"].push_back({{"id", shard.id},
+                                   {"name", shard.name},
+                                   {"size", shard.size},
+                                   {"committed_offset", shard.committed_offset},
+                                   {"consumed_offset", shard.consumed_offset}});
+        }
+        std::cout << out.dump() << "\n";
+        return absl::OkStatus();
+      }
+      std::cout << "job " << *job_id << ": epoch " << view.epoch << ", committed step "
+                << view.committed_step << "\n";
+      for (const ShardView& shard : view.shards) {
+        std::cout << "  shard " << shard.id << " " << shard.name << ": committed "
+                  << shard.committed_offset << "/" << shard.size << ", consumed "
+                  << shard.consumed_offset << "\n";
+      }
+      return absl::OkStatus();
+    });
+  });
   return job_command;
 }
 

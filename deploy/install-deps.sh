@@ -25,6 +25,9 @@ packages=(
   # tests and benchmarks; clang-format for the format check; the openssl
   # command makes the self-signed certificates of the TLS tests
   libgtest-dev libgmock-dev libbenchmark-dev clang-format openssl
+  # the chaos suite: a Python runner that puts each process in a network
+  # namespace (ip) and throttles links (tc)
+  python3 iproute2
 )
 
 if [[ "${1:-}" == "--list" ]]; then

@@ -310,6 +310,11 @@ class WorkerRuntime::Impl {
       }
       if (must_rejoin_) {
         must_rejoin_ = false;
+        // Counted dead, this worker lost its lease and its uncommitted
+        // reports went with the rollback that removed it: it rejoins with
+        // nothing of its own (a joiner gets the group's state).
+        held_.reset();
+        pending_.clear();
         const std::string host =
             options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
         JoinRequest join{options_.job_id, options_.token, worker_id_,
