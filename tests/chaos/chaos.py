@@ -87,6 +87,21 @@ def run(*args, check=True):
     return result
 
 
+def netns_path(ns):
+    return f"/run/netns/{ns}"
+
+
+def inside(ns, argv):
+    """argv run in network namespace `ns`. nsenter switches the network
+    namespace only; `ip netns exec` and `ip -n` also remount /sys, which
+    fails where / is not a mount point (a chroot)."""
+    return ["nsenter", f"--net={netns_path(ns)}"] + argv
+
+
+def run_in(ns, *argv, check=True):
+    return run(*inside(ns, list(argv)), check=check)
+
+
 class Network:
     """A hub namespace with a bridge, and one namespace per node on it."""
 
@@ -101,33 +116,33 @@ class Network:
         if not enabled:
             return
         run("ip", "netns", "add", self.hub)
-        run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
-        run("ip", "-n", self.hub, "link", "set", "br0", "up")
+        run_in(self.hub, "ip", "link", "add", "br0", "type", "bridge")
+        run_in(self.hub, "ip", "link", "set", "br0", "up")
         for node in nodes:
             ns = prefix + node
             run("ip", "netns", "add", ns)
             self.namespaces[node] = ns
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-            run("ip", "-n", self.hub, "link", "add", "v" + node, "type", "veth",
+            run_in(ns, "ip", "link", "set", "lo", "up")
+            run_in(self.hub, "ip", "link", "add", "v" + node, "type", "veth",
                 "peer", "name", "eth0", "netns", ns)
-            run("ip", "-n", self.hub, "link", "set", "v" + node, "master", "br0", "up")
-            run("ip", "-n", ns, "addr", "add", self.addresses[node] + "/24", "dev", "eth0")
-            run("ip", "-n", ns, "link", "set", "eth0", "up")
+            run_in(self.hub, "ip", "link", "set", "v" + node, "master", "br0", "up")
+            run_in(ns, "ip", "addr", "add", self.addresses[node] + "/24", "dev", "eth0")
+            run_in(ns, "ip", "link", "set", "eth0", "up")
 
     def command(self, node, argv):
         if not self.enabled:
             return argv
-        return ["ip", "netns", "exec", self.namespaces[node]] + argv
+        return inside(self.namespaces[node], argv)
 
     def link(self, node, up):
-        run("ip", "-n", self.namespaces[node], "link", "set", "eth0", "up" if up else "down")
+        run_in(self.namespaces[node], "ip", "link", "set", "eth0", "up" if up else "down")
 
     def throttle(self, node, on):
         if on:
-            run("tc", "-n", self.namespaces[node], "qdisc", "replace", "dev", "eth0", "root",
+            run_in(self.namespaces[node], "tc", "qdisc", "replace", "dev", "eth0", "root",
                 "tbf", "rate", "4mbit", "burst", "32kbit", "latency", "100ms")
         else:
-            run("tc", "-n", self.namespaces[node], "qdisc", "del", "dev", "eth0", "root",
+            run_in(self.namespaces[node], "tc", "qdisc", "del", "dev", "eth0", "root",
                 check=False)
 
     def leftover_pids(self):
@@ -392,8 +407,8 @@ def main():
         args.seed = random.SystemRandom().randrange(1, 2**31)
     args.timeout = args.timeout or minutes * 180 + 300
     use_netns = not args.no_netns
-    if use_netns and (os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc")):
-        print("chaos: network namespaces need root and iproute2 (ip, tc); "
+    if use_netns and (os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "tc", "nsenter"))):
+        print("chaos: network namespaces need root, iproute2 (ip, tc) and nsenter; "
               "run as root or pass --no-netns", file=sys.stderr)
         return 77
     if not use_netns:
