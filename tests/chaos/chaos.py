@@ -474,7 +474,7 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
         while time.time() < deadline:
             r.drain()
             now = time.time()
-            for item in sorted(pending):
+            for item in sorted(pending, key=lambda item: item[0]):
                 if item[0] <= now:
                     pending.remove(item)
                     item[1]()
