@@ -366,7 +366,7 @@ def fault_free(args, dirs, potluck, steps):
                            f"see {r.dir}")
     final = r.lineage.steps.get(steps)
     rate = (steps - 1) / max((r.last_ms - r.first_ms) / 1000.0, 1e-3)
-    return (final[2] if final else None), seconds, rate
+    return (final[2] if final else None), seconds, rate, r.lineage.trained_sequences(steps)
 
 
 def tail(path, lines=3):
@@ -443,12 +443,12 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
     # How many steps fit the fault phase: measure the fault-free rate on a
     # short run first, then train the chaos job and its fault-free twin for
     # the same number of steps.
-    _, _, rate = fault_free(args, os.path.join(dirs, "probe"), potluck, 20)
+    _, _, rate, _ = fault_free(args, os.path.join(dirs, "probe"), potluck, 20)
     steps = max(40, int(rate * minutes * 60 * profile["fill"]))
     steps -= steps % args.checkpoint_every
     log(f"fault-free rate {rate:.1f} steps/s: the job trains {steps} steps")
-    baseline_loss, baseline_seconds, _ = fault_free(args, os.path.join(dirs, "baseline"),
-                                                    potluck, steps)
+    baseline_loss, baseline_seconds, _, baseline_sequences = fault_free(
+        args, os.path.join(dirs, "baseline"), potluck, steps)
     log(f"fault-free run: {steps} steps in {baseline_seconds:.0f} s, validation loss "
         f"{baseline_loss}")
 
@@ -620,7 +620,12 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
             "steps_computed": computed,
             "steps_committed": committed,
             "efficiency": round(committed / computed, 4) if computed else 0.0,
-            "time_efficiency": round(baseline_seconds / elapsed, 4) if elapsed else 0.0,
+            # Throughput: a step of a smaller group holds fewer sequences,
+            # so sequences per second compare the runs, not steps.
+            "time_efficiency": round((trained / elapsed) / (baseline_sequences / baseline_seconds),
+                                     4) if elapsed and baseline_sequences else 0.0,
+            "sequences_per_s": round(trained / elapsed, 1) if elapsed else 0.0,
+            "fault_free_sequences_per_s": round(baseline_sequences / baseline_seconds, 1),
             "sequences_trained": trained,
             "sequences_in_ledger": counted,
             "digests": r.lineage.digests,
@@ -648,7 +653,7 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
     log(f"{report['faults_total']} faults {report['faults']}; efficiency "
-        f"{report['efficiency']:.1%} (steps), {report['time_efficiency']:.1%} (time); "
+        f"{report['efficiency']:.1%} (steps), {report['time_efficiency']:.1%} (throughput); "
         f"{len(violations)} invariant violation(s); seed {args.seed}")
     for v in violations:
         log("VIOLATION: " + v)
