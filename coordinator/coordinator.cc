@@ -1,6 +1,7 @@
 #include "coordinator/coordinator.h"
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -65,9 +67,21 @@ absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec&
   return shards;
 }
 
+// A progress report as applied, kept by its request id to spot replays.
+struct RecentReport {
+  uint32_t shard = 0;
+  uint64_t offset = 0;
+  uint64_t step = 0;
+};
+
 struct Worker {
   cs::WorkerRecord record;
   absl::Time lease_expiry = absl::InfinitePast();
+  // The last kMaxRecentRequests reports' ids. Not persisted: a replay only
+  // matters within the generation it was made in, and a restart, like any
+  // rollback, voids every earlier generation's reports.
+  absl::flat_hash_map<std::string, RecentReport> recent;
+  std::deque<std::string> recent_order;  // oldest first
 
   bool alive() const { return record.phase() != cs::WORKER_PHASE_DEAD; }
   bool member() const { return record.phase() == cs::WORKER_PHASE_MEMBER; }
@@ -487,9 +501,8 @@ absl::Status Coordinator::Impl::Regroup(Job& job, bool rollback, uint64_t bounda
     // The reverted reports' ids go too: a replay of one carries a rolled-back
     // generation and is refused as such.
     for (auto& [id, worker] : job.workers) {
-      if (worker.record.recent_size() == 0) continue;
-      worker.record.clear_recent();
-      job.TouchWorker(worker);
+      worker.recent.clear();
+      worker.recent_order.clear();
     }
   } else if (!old.formed()) {  // nobody trained in `old`: start where it would have
     next.set_from_checkpoint(old.from_checkpoint());
@@ -967,13 +980,13 @@ absl::StatusOr<ProgressResult> Coordinator::Impl::ReportProgress(
               absl::StrCat("generation ", report.generation,
                            " does not exist yet (current: ", job.gen.number(), ")"));
         }
-        for (const cs::RecentRequest& recent : worker->record.recent()) {
-          if (recent.request_id() != report.request_id) continue;
-          if (recent.shard() != report.shard || recent.offset() != report.offset ||
-              recent.step() != report.step) {
+        if (auto it = worker->recent.find(report.request_id); it != worker->recent.end()) {
+          const RecentReport& recent = it->second;
+          if (recent.shard != report.shard || recent.offset != report.offset ||
+              recent.step != report.step) {
             return absl::InvalidArgumentError(absl::StrCat(
                 "request_id ", report.request_id, " was used for another report (shard ",
-                recent.shard(), ", offset ", recent.offset(), ", step ", recent.step(), ")"));
+                recent.shard, ", offset ", recent.offset, ", step ", recent.step, ")"));
           }
           ProgressResult result;
           result.duplicate = true;
@@ -989,15 +1002,12 @@ absl::StatusOr<ProgressResult> Coordinator::Impl::ReportProgress(
         }
         RETURN_IF_ERROR(
             job.ledger.Report(report.shard, report.worker_id, report.offset, report.step));
-        cs::RecentRequest* recent = worker->record.add_recent();
-        recent->set_request_id(report.request_id);
-        recent->set_shard(report.shard);
-        recent->set_offset(report.offset);
-        recent->set_step(report.step);
-        if (worker->record.recent_size() > static_cast<int>(kMaxRecentRequests)) {
-          worker->record.mutable_recent()->erase(worker->record.mutable_recent()->begin());
+        worker->recent[report.request_id] = {report.shard, report.offset, report.step};
+        worker->recent_order.push_back(report.request_id);
+        if (worker->recent_order.size() > kMaxRecentRequests) {
+          worker->recent.erase(worker->recent_order.front());
+          worker->recent_order.pop_front();
         }
-        job.TouchWorker(*worker);
         const ci::Shard& shard = job.ledger.shards()[report.shard];
         ProgressResult result;
         result.consumed_offset = shard.consumed;

@@ -276,6 +276,40 @@ class WorkerE2eTest : public ::testing::Test {
     return digests;
   }
 
+  // Each listed worker has exited with `expected` (its log tail shown if not).
+  void ExpectExited(const std::vector<std::unique_ptr<WorkerProcess>>& workers,
+                    std::initializer_list<int> indices, int expected = 0) {
+    for (int i : indices) {
+      int code;
+      ASSERT_TRUE(workers[i]->Exited(&code)) << "worker " << i;
+      EXPECT_EQ(code, expected) << "worker " << i << ":\n" << workers[i]->LogTail();
+    }
+  }
+
+  // Stops the coordinator and reads its ledger: committed at `steps`, and
+  // counting exactly the sequences the surviving lineage trained.
+  void ExpectLedgerCountsEverySampleOnce(uint64_t steps) {
+    coordinator_->Signal(SIGTERM);
+    uint64_t committed_step = 0;
+    EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+    EXPECT_EQ(committed_step, steps);
+  }
+
+  // Trains until a worker reports `step`, then SIGKILLs every worker and the
+  // coordinator. Returns the step seen (0 if it never came).
+  uint64_t KillEverythingAtStep(std::vector<std::unique_ptr<WorkerProcess>>& workers,
+                                uint64_t step) {
+    uint64_t killed_at = 0;
+    Drive(workers, [&](int, const nlohmann::json& line) {
+      if (killed_at == 0 && line.value("step", uint64_t{0}) >= step) {
+        for (auto& worker : workers) worker->Kill();
+        coordinator_->Signal(SIGKILL);
+        killed_at = line["step"];
+      }
+    });
+    return killed_at;
+  }
+
   std::string dir_;
   std::string run_;  // tells apart the directories of a test's separate runs
   Dataset dataset_;
@@ -300,20 +334,13 @@ TEST_F(WorkerE2eTest, SigkilledWorkerLeavesSurvivorsIdenticalAndEverySampleCount
     }
   });
   ASSERT_TRUE(killed);
-  int code;
-  for (int i : {0, 1}) {
-    ASSERT_TRUE(workers[i]->Exited(&code));
-    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
-  }
+  ExpectExited(workers, {0, 1});
   ASSERT_EQ(digests.count(0), 1u);
   ASSERT_EQ(digests.count(1), 1u);
   EXPECT_EQ(digests[0], digests[1]);
   EXPECT_EQ(world_at_step_.size(), 60u);
   EXPECT_EQ(world_at_step_.rbegin()->second, 2);
-  coordinator_->Signal(SIGTERM);
-  uint64_t committed_step = 0;
-  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
-  EXPECT_EQ(committed_step, 60u);
+  ExpectLedgerCountsEverySampleOnce(60);
 }
 
 TEST_F(WorkerE2eTest, JoinerMidRunEndsWithTheSameModel) {
@@ -328,18 +355,12 @@ TEST_F(WorkerE2eTest, JoinerMidRunEndsWithTheSameModel) {
     }
   });
   ASSERT_TRUE(joined);
-  int code;
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(workers[i]->Exited(&code));
-    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
-  }
+  ExpectExited(workers, {0, 1, 2});
   ASSERT_EQ(digests.size(), 3u);
   EXPECT_EQ(digests[0], digests[1]);
   EXPECT_EQ(digests[0], digests[2]);
   EXPECT_EQ(world_at_step_.rbegin()->second, 3);
-  coordinator_->Signal(SIGTERM);
-  uint64_t committed_step = 0;
-  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
+  ExpectLedgerCountsEverySampleOnce(60);
 }
 
 TEST_F(WorkerE2eTest, CoordinatorSigkilledAndRestartedLosesNothingCommitted) {
@@ -357,17 +378,10 @@ TEST_F(WorkerE2eTest, CoordinatorSigkilledAndRestartedLosesNothingCommitted) {
     }
   });
   ASSERT_TRUE(restarted);
-  int code;
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(workers[i]->Exited(&code));
-    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
-  }
+  ExpectExited(workers, {0, 1});
   ASSERT_EQ(digests.size(), 2u);
   EXPECT_EQ(digests[0], digests[1]);
-  coordinator_->Signal(SIGTERM);
-  uint64_t committed_step = 0;
-  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
-  EXPECT_EQ(committed_step, 60u);
+  ExpectLedgerCountsEverySampleOnce(60);
 }
 
 // Everything (workers and coordinator) SIGKILLed mid-run and started again
@@ -388,14 +402,7 @@ TEST_F(WorkerE2eTest, RunStoppedAndRestartedEndsBitwiseEqualToAnUninterruptedOne
   StartCoordinator(0, kSteps, true, /*min_workers=*/2);
   workers.clear();
   for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
-  uint64_t killed_at = 0;
-  Drive(workers, [&](int, const nlohmann::json& line) {
-    if (killed_at == 0 && line.value("step", 0) >= 13) {
-      for (auto& worker : workers) worker->Kill();
-      coordinator_->Signal(SIGKILL);
-      killed_at = line["step"];
-    }
-  });
+  const uint64_t killed_at = KillEverythingAtStep(workers, 13);
   ASSERT_GT(killed_at, 0u);
   uint64_t committed_step = 0;
   CommittedSequences(&committed_step);
@@ -406,11 +413,7 @@ TEST_F(WorkerE2eTest, RunStoppedAndRestartedEndsBitwiseEqualToAnUninterruptedOne
   workers.clear();
   for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
   auto resumed = Drive(workers, [](int, const nlohmann::json&) {});
-  int code;
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(workers[i]->Exited(&code));
-    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
-  }
+  ExpectExited(workers, {0, 1});
   ASSERT_EQ(resumed.size(), 2u);
   EXPECT_EQ(resumed[0], reference[0]);
   EXPECT_EQ(resumed[1], reference[0]);
@@ -423,34 +426,19 @@ TEST_F(WorkerE2eTest, RunResumedWithAnotherWorldSizeTrainsEverySampleOnce) {
   StartCoordinator(0, kSteps, true, /*min_workers=*/2);
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
-  bool killed = false;
-  Drive(workers, [&](int, const nlohmann::json& line) {
-    if (!killed && line.value("step", 0) >= 13) {
-      for (auto& worker : workers) worker->Kill();
-      coordinator_->Signal(SIGKILL);
-      killed = true;
-    }
-  });
-  ASSERT_TRUE(killed);
+  ASSERT_GT(KillEverythingAtStep(workers, 13), 0u);
 
   StartCoordinator(0, 0);
   workers.clear();
   for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
   auto digests = Drive(workers, [](int, const nlohmann::json&) {});
-  int code;
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(workers[i]->Exited(&code));
-    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
-  }
+  ExpectExited(workers, {0, 1, 2});
   ASSERT_EQ(digests.size(), 3u);
   EXPECT_EQ(digests[0], digests[1]);
   EXPECT_EQ(digests[0], digests[2]);
   EXPECT_EQ(world_at_step_.rbegin()->second, 3);
   EXPECT_EQ(world_at_step_.size(), kSteps);
-  coordinator_->Signal(SIGTERM);
-  uint64_t committed_step = 0;
-  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
-  EXPECT_EQ(committed_step, kSteps);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
 }
 
 // A worker whose gradients turn NaN is caught before its step is applied
@@ -466,24 +454,16 @@ TEST_F(WorkerE2eTest, WorkerWithNaNGradientsIsRemovedWithoutCorruptingTheOthers)
   auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
     if (line.contains("loss")) last_loss = line["loss"];
   });
-  int code;
-  ASSERT_TRUE(workers[2]->Exited(&code));
-  EXPECT_EQ(code, 2);
+  ExpectExited(workers, {2}, 2);
   EXPECT_THAT(workers[2]->LogTail(), HasSubstr("this worker's own"));
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(workers[i]->Exited(&code));
-    EXPECT_EQ(code, 0) << "worker " << i << ":\n" << workers[i]->LogTail();
-  }
+  ExpectExited(workers, {0, 1});
   ASSERT_EQ(digests.count(0), 1u);
   ASSERT_EQ(digests.count(1), 1u);
   EXPECT_EQ(digests[0], digests[1]);
   EXPECT_TRUE(std::isfinite(last_loss));
   EXPECT_EQ(world_at_step_.rbegin()->second, 2);
   EXPECT_EQ(world_at_step_.size(), kSteps);
-  coordinator_->Signal(SIGTERM);
-  uint64_t committed_step = 0;
-  EXPECT_EQ(CommittedSequences(&committed_step), TrainedSequences());
-  EXPECT_EQ(committed_step, kSteps);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {
@@ -496,9 +476,7 @@ TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {
   workers.push_back(StartWorker(0, forged));
   Drive(
       workers, [](int, const nlohmann::json&) {}, absl::Seconds(60));
-  int code;
-  ASSERT_TRUE(workers[0]->Exited(&code));
-  EXPECT_EQ(code, 2);
+  ExpectExited(workers, {0}, 2);
   EXPECT_THAT(workers[0]->LogTail(), HasSubstr("UNAUTHENTICATED"));
 }
 

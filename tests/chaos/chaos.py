@@ -471,6 +471,18 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
         impaired_worker = None   # index of the one impaired worker, if any
         coordinator_down = False
         checkpoint_armed = None  # (step to wait for) for a checkpoint-kill
+
+        def kill_coordinator(kind, restart_after):
+            r.coordinator.signal(signal.SIGKILL)
+            r.coordinator.wait(5)
+            faults[kind] = faults.get(kind, 0) + 1
+            log(f"{kind}: coordinator SIGKILLed after step {r.last_step}")
+
+            def restart():
+                nonlocal coordinator_down
+                r.start_coordinator()
+                coordinator_down = False
+            pending.append((time.time() + restart_after, restart, "restart coordinator"))
         while time.time() < deadline:
             r.drain()
             now = time.time()
@@ -483,16 +495,7 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
             done = bool(r.lineage.digests)
             if checkpoint_armed is not None and r.last_step >= checkpoint_armed:
                 time.sleep(min(2.0, r.step_seconds * 0.7))
-                r.coordinator.signal(signal.SIGKILL)
-                r.coordinator.wait(5)
-                log(f"checkpoint-kill: coordinator SIGKILLed after step {r.last_step}")
-                faults["checkpoint-kill"] = faults.get("checkpoint-kill", 0) + 1
-
-                def restart():
-                    nonlocal coordinator_down
-                    r.start_coordinator()
-                    coordinator_down = False
-                pending.append((time.time() + 1.0, restart, "restart coordinator"))
+                kill_coordinator("checkpoint-kill", 1.0)
                 checkpoint_armed = None
             if now >= next_fault and now < fault_until and not done and r.last_step > 0:
                 # A fault that cannot land now (its target is already
@@ -508,16 +511,7 @@ def chaos(args, net, minutes, mtbf, kinds, profile):
                         every = args.checkpoint_every
                         checkpoint_armed = (r.last_step // every + 1) * every - 1
                         continue
-                    r.coordinator.signal(signal.SIGKILL)
-                    r.coordinator.wait(5)
-                    faults[kind] = faults.get(kind, 0) + 1
-                    log(f"coordinator-kill at step {r.last_step}")
-
-                    def restart():
-                        nonlocal coordinator_down
-                        r.start_coordinator()
-                        coordinator_down = False
-                    pending.append((time.time() + rng.uniform(0.5, 3), restart, "restart"))
+                    kill_coordinator(kind, rng.uniform(0.5, 3))
                     continue
                 if impaired_worker is not None:
                     continue
