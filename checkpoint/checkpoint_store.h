@@ -122,6 +122,24 @@ class CheckpointWriter {
   virtual absl::Status Commit(absl::Span<const Record> records = {}) = 0;
 };
 
+// Writes one part of a checkpoint that several uploaders send together (the
+// coordinator's split upload): each part holds a slice of entries, elements
+// [offset, offset + count) of the whole entry (a blob is a uint8 entry of
+// shape [bytes]). Whoever receives the parts joins them once the slices of
+// every entry tile it exactly. Abandoned before Finish, it leaves nothing.
+class CheckpointPartWriter {
+ public:
+  virtual ~CheckpointPartWriter() = default;
+  // Starts the next slice; `shape` is the whole entry's. The previous slice
+  // must have received all its bytes (count * the dtype's size).
+  virtual absl::Status BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
+                                  std::vector<int64_t> shape, uint64_t offset, uint64_t count) = 0;
+  virtual absl::Status Append(const void* data, size_t size_bytes) = 0;
+  // Hands the part over. True when it was the last one missing and the whole
+  // checkpoint is now committed.
+  virtual absl::StatusOr<bool> Finish() = 0;
+};
+
 // Reads one committed checkpoint, verifying every chunk it reads.
 class CheckpointReader {
  public:

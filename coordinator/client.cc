@@ -54,6 +54,11 @@ class InProcessClient final : public CoordinatorClient {
                                                                     uint64_t step) override {
     return c_->BeginCheckpoint(job_id, worker_id, step);
   }
+  absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
+      absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+      uint32_t parts) override {
+    return c_->BeginCheckpointPart(job_id, worker_id, step, part, parts);
+  }
   absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenLatestCheckpoint(
       absl::string_view job_id) override {
     return c_->checkpoints()->OpenLatest(job_id);

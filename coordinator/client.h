@@ -54,6 +54,11 @@ class CoordinatorClient {
   // Commit (the streaming form of Coordinator::BeginCheckpoint).
   virtual absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(
       absl::string_view job_id, absl::string_view worker_id, uint64_t step) = 0;
+  // This member's part of a checkpoint the group uploads together
+  // (Coordinator::BeginCheckpointPart).
+  virtual absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
+      absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+      uint32_t parts) = 0;
   // Reads a committed checkpoint of the job: the newest (kNotFound if there
   // is none) or the one of `step`.
   virtual absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenLatestCheckpoint(

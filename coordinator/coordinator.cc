@@ -1,6 +1,7 @@
 #include "coordinator/coordinator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -24,6 +25,7 @@
 
 #include "common/status.h"
 #include "coordinator/internal/ledger.h"
+#include "coordinator/internal/parts.h"
 #include "coordinator/internal/state.pb.h"
 #include "coordinator/internal/state_db.h"
 #include "coordinator/internal/token.h"
@@ -95,6 +97,9 @@ struct Job {
   absl::Time gen_created;
   ci::ShardLedger ledger;
   bool commit_in_progress = false;
+  // EndStep's checkpoint answers for the last few steps (memory only: a
+  // restart rolls the group back anyway).
+  std::map<uint64_t, bool> checkpoint_answers;
   // No alive worker's lease ends before this: Evaluate skips its scan until
   // then (every lease set lowers it if it ends sooner).
   absl::Time next_lease_check = absl::InfinitePast();
@@ -193,6 +198,9 @@ class Coordinator::Impl {
   struct PendingCommit {
     cs::LedgerSnapshot snapshot;
     uint64_t rollback_generation = 0;
+    uint64_t generation = 0;  // the group's, and the worker's rank and size in it
+    uint32_t rank = 0;
+    uint32_t world_size = 0;
   };
   // Checks that `worker` may commit `step`; with `snapshot`, also takes the
   // ledger as of `step` and marks the job as committing.
@@ -208,6 +216,14 @@ class Coordinator::Impl {
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
                                                                     absl::string_view worker_id,
                                                                     uint64_t step);
+  absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
+      absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+      uint32_t parts);
+  // A part is in (the writer's Finish): keeps it, and commits the checkpoint
+  // when it completes the set. True when it did.
+  absl::StatusOr<bool> HandInPart(const std::string& job_id, const std::string& worker_id,
+                                  uint64_t step, uint32_t part, uint32_t parts,
+                                  std::unique_ptr<ci::SpooledPart> spooled);
   CheckpointStore* checkpoints() { return checkpoints_.get(); }
   absl::Status Tick();
 
@@ -313,6 +329,16 @@ class Coordinator::Impl {
   bool stopping_ ABSL_GUARDED_BY(commit_mu_) = false;
   std::thread committer_;
   absl::Status commit_error_ ABSL_GUARDED_BY(commit_mu_);  // sticky
+
+  // Split uploads: per job, the parts in so far of one (step, generation).
+  struct PartSet {
+    uint64_t step = 0;
+    uint64_t generation = 0;
+    std::vector<std::unique_ptr<ci::SpooledPart>> parts;  // by part number; null: not in
+  };
+  absl::Mutex parts_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::map<std::string, PartSet, std::less<>> part_sets_ ABSL_GUARDED_BY(parts_mu_);
+  std::atomic<uint64_t> spool_counter_{0};
 };
 
 // ---- helpers ------------------------------------------------------------------
@@ -1041,7 +1067,14 @@ absl::StatusOr<StepResult> Coordinator::Impl::EndStep(absl::string_view job_id,
     StepResult result;
     result.generation = job.gen.number();
     result.regroup = worker->record.active_generation() != job.gen.number();
-    result.should_checkpoint = ShouldCheckpointLocked(job, step);
+    auto answer = job.checkpoint_answers.find(step);
+    if (answer == job.checkpoint_answers.end()) {
+      answer = job.checkpoint_answers.emplace(step, ShouldCheckpointLocked(job, step)).first;
+      while (job.checkpoint_answers.size() > 8) {
+        job.checkpoint_answers.erase(job.checkpoint_answers.begin());
+      }
+    }
+    result.should_checkpoint = answer->second && step > job.record.committed_step();
     result.job_state = job.record.state();
     return result;
   });
@@ -1084,6 +1117,12 @@ absl::StatusOr<Coordinator::Impl::PendingCommit> Coordinator::Impl::PrepareCommi
   return WithJob(job_id, [&](Job& job) -> absl::StatusOr<PendingCommit> {
     ASSIGN_OR_RETURN(Worker * worker, Member(job, worker_id));
     (void)worker;
+    PendingCommit pending;
+    pending.generation = job.gen.number();
+    pending.world_size = static_cast<uint32_t>(job.gen.members_size());
+    for (int i = 0; i < job.gen.members_size(); ++i) {
+      if (job.gen.members(i) == worker_id) pending.rank = static_cast<uint32_t>(i);
+    }
     if (job.record.state() == v1::JOB_STATE_CANCELLED) return RequireRunning(job);
     if (job.commit_in_progress) {
       return absl::AbortedError(
@@ -1102,7 +1141,6 @@ absl::StatusOr<Coordinator::Impl::PendingCommit> Coordinator::Impl::PrepareCommi
       return absl::FailedPreconditionError(absl::StrCat("members ", absl::StrJoin(behind, ", "),
                                                         " have not ended step ", step, " yet"));
     }
-    PendingCommit pending;
     if (snapshot) {
       pending.snapshot = job.ledger.SnapshotAt(step, job.record.spec().dataset().epochs());
       pending.rollback_generation = job.record.rollback_generation();
@@ -1213,6 +1251,125 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> Coordinator::Impl::BeginCheckp
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> inner, checkpoints_->BeginSave(job_id, step));
   return std::make_unique<LedgerCommittingWriter>(this, std::string(job_id), std::string(worker_id),
                                                   step, std::move(inner));
+}
+
+namespace {
+
+// A part of a split upload: spooled as it arrives, handed to the coordinator
+// at Finish.
+class PartUploadWriter final : public CheckpointPartWriter {
+ public:
+  PartUploadWriter(Coordinator::Impl* impl, std::string job_id, std::string worker_id,
+                   uint64_t step, uint32_t part, uint32_t parts,
+                   std::unique_ptr<ci::SpooledPart> spooled)
+      : impl_(impl),
+        job_id_(std::move(job_id)),
+        worker_id_(std::move(worker_id)),
+        step_(step),
+        part_(part),
+        parts_(parts),
+        spooled_(std::move(spooled)) {}
+
+  absl::Status BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
+                          std::vector<int64_t> shape, uint64_t offset, uint64_t count) override {
+    RETURN_IF_ERROR(Usable());
+    return spooled_->BeginSlice(name, kind, dtype, std::move(shape), offset, count);
+  }
+  absl::Status Append(const void* data, size_t size_bytes) override {
+    RETURN_IF_ERROR(Usable());
+    return spooled_->Append(data, size_bytes);
+  }
+  absl::StatusOr<bool> Finish() override {
+    RETURN_IF_ERROR(Usable());
+    RETURN_IF_ERROR(spooled_->Close());
+    return impl_->HandInPart(job_id_, worker_id_, step_, part_, parts_, std::move(spooled_));
+  }
+
+ private:
+  absl::Status Usable() const {
+    if (spooled_ != nullptr) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("part ", part_, " of step ", step_, " was handed in already"));
+  }
+
+  Coordinator::Impl* const impl_;  // not owned; outlives the writer
+  const std::string job_id_;
+  const std::string worker_id_;
+  const uint64_t step_;
+  const uint32_t part_;
+  const uint32_t parts_;
+  std::unique_ptr<ci::SpooledPart> spooled_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> Coordinator::Impl::BeginCheckpointPart(
+    absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+    uint32_t parts) {
+  ASSIGN_OR_RETURN(PendingCommit check, PrepareCommit(job_id, worker_id, step, false));
+  if (parts != check.world_size || part != check.rank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint part ", part, " of ", parts, ": worker ", worker_id, " is rank ",
+                     check.rank, " of ", check.world_size, " in generation ", check.generation));
+  }
+  const std::string path = absl::StrCat(options_.data_dir, "/uploads/", job_id, ".", step, ".",
+                                        part, ".", spool_counter_.fetch_add(1));
+  ASSIGN_OR_RETURN(std::unique_ptr<ci::SpooledPart> spooled, ci::SpooledPart::Create(path));
+  return std::make_unique<PartUploadWriter>(this, std::string(job_id), std::string(worker_id), step,
+                                            part, parts, std::move(spooled));
+}
+
+absl::StatusOr<bool> Coordinator::Impl::HandInPart(const std::string& job_id,
+                                                   const std::string& worker_id, uint64_t step,
+                                                   uint32_t part, uint32_t parts,
+                                                   std::unique_ptr<ci::SpooledPart> spooled) {
+  ASSIGN_OR_RETURN(PendingCommit check, PrepareCommit(job_id, worker_id, step, false));
+  if (parts != check.world_size || part != check.rank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint part ", part, " of ", parts, ": the group changed; worker ",
+                     worker_id, " is now rank ", check.rank, " of ", check.world_size));
+  }
+  std::vector<std::unique_ptr<ci::SpooledPart>> all;
+  {
+    absl::MutexLock lock(&parts_mu_);
+    PartSet& set = part_sets_[job_id];
+    if (set.step != step || set.generation != check.generation || set.parts.size() != parts) {
+      set = PartSet{step, check.generation, {}};
+      set.parts.resize(parts);
+    }
+    set.parts[part] = std::move(spooled);
+    for (const auto& p : set.parts) {
+      if (p == nullptr) return false;  // the others are still on their way
+    }
+    all = std::move(set.parts);
+    part_sets_.erase(job_id);
+  }
+  std::vector<const ci::SpooledPart*> views;
+  for (const auto& p : all) views.push_back(p.get());
+
+  const absl::Status committed = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(PendingCommit pending, PrepareCommit(job_id, worker_id, step, true));
+    const absl::Status stored = [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> writer,
+                       checkpoints_->BeginSave(job_id, step));
+      RETURN_IF_ERROR(ci::JoinParts(views, writer.get()));
+      const Record ledger{ci::LedgerRecordKey(job_id), pending.snapshot.SerializeAsString()};
+      return writer->Commit(absl::MakeConstSpan(&ledger, 1));
+    }();
+    return FinishCommit(job_id, pending, stored);
+  }();
+  if (!committed.ok() && committed.code() != absl::StatusCode::kInvalidArgument) {
+    // Not the parts' fault (another commit was running, say): keep the
+    // others, so that this part sent again completes the set.
+    absl::MutexLock lock(&parts_mu_);
+    PartSet& set = part_sets_[job_id];
+    if (set.parts.empty()) {
+      all[part].reset();
+      set = PartSet{step, check.generation, std::move(all)};
+    }
+  }
+  RETURN_IF_ERROR(committed);
+  return true;
 }
 
 absl::Status Coordinator::Impl::Tick() {
@@ -1364,6 +1521,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOption
                    ci::StateDb::Open((dir / "state").string(), options.sync_writes));
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> checkpoints,
                    CheckpointStore::Open((dir / "checkpoints").string()));
+  // Parts of split uploads that a restart interrupted are void.
+  std::filesystem::remove_all(dir / "uploads", error);
+  std::filesystem::create_directories(dir / "uploads", error);
+  if (error)
+    return ErrnoStatus(error.value(), absl::StrCat("creating ", (dir / "uploads").string()));
   auto impl = std::make_unique<Impl>(std::move(options), std::move(db), std::move(checkpoints));
   RETURN_IF_ERROR(impl->Load());
   RETURN_IF_ERROR(impl->SyncAll());
@@ -1468,6 +1630,11 @@ absl::Status Coordinator::CommitCheckpoint(absl::string_view job_id, absl::strin
 absl::StatusOr<std::unique_ptr<CheckpointWriter>> Coordinator::BeginCheckpoint(
     absl::string_view job_id, absl::string_view worker_id, uint64_t step) {
   return impl_->BeginCheckpoint(job_id, worker_id, step);
+}
+absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> Coordinator::BeginCheckpointPart(
+    absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+    uint32_t parts) {
+  return impl_->BeginCheckpointPart(job_id, worker_id, step, part, parts);
 }
 CheckpointStore* Coordinator::checkpoints() { return impl_->checkpoints(); }
 absl::Status Coordinator::Tick() { return impl_->Tick(); }

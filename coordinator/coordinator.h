@@ -135,6 +135,8 @@ struct ProgressResult {
 struct StepResult {
   uint64_t generation = 0;  // differs from the worker's: regroup
   bool regroup = false;
+  // Upload this step's checkpoint. Every member of the step gets the same
+  // answer (the first one given is kept), so all send their parts of it.
   bool should_checkpoint = false;
   v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
 };
@@ -227,6 +229,19 @@ class Coordinator {
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
                                                                     absl::string_view worker_id,
                                                                     uint64_t step);
+  // One member's part of a checkpoint the whole group uploads, so that no
+  // worker sends the whole model: the member of rank r in a group of W sends
+  // part r of W (CheckpointPartWriter), a slice of every entry. Each part is
+  // spooled to disk under <data_dir>/uploads; the part that completes the
+  // set joins them into one checkpoint, committed with the ledger as of
+  // `step` exactly as BeginCheckpoint's would be. A part sent again replaces
+  // the earlier one; parts of another step or generation are dropped.
+  // kInvalidArgument if `parts` is not the group's size or `part` not the
+  // worker's rank (also at Finish, if the group changed meanwhile), or if
+  // the parts do not tile every entry; otherwise BeginCheckpoint's checks.
+  absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
+      absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+      uint32_t parts);
   // Heartbeat, AcquireShard and ReportProgress for servers that must not
   // park a thread per call: they return at once, and `done` gets the answer
   // once it is durable, inline or on the coordinator's committer thread (so

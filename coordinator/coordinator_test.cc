@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "checkpoint/checkpoint_store.h"
+#include "common/status.h"
 #include "coordinator/coordinator_test_util.h"
 #include "coordinator/internal/state.pb.h"
 
@@ -422,6 +423,128 @@ TEST_F(CoordinatorTest, StreamingCheckpointCommitsTheLedgerToo) {
   ASSERT_TRUE((*writer)->Commit().ok());
   EXPECT_EQ(Shard(0).committed_offset, 33u);
   EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 4u);
+}
+
+// Sends `part` of `parts`: elements [first, first + n) of a 10-float tensor
+// "w" holding 0..9, and (part 0) the blob "meta".
+absl::StatusOr<bool> SendPart(Coordinator* coordinator, const std::string& worker, uint64_t step,
+                              uint32_t part, uint32_t parts, uint64_t first, uint64_t n) {
+  ASSIGN_OR_RETURN(auto writer,
+                   coordinator->BeginCheckpointPart("job-1", worker, step, part, parts));
+  std::vector<float> values(10);
+  for (int i = 0; i < 10; ++i) values[i] = static_cast<float>(i);
+  RETURN_IF_ERROR(writer->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {2, 5}, first, n));
+  RETURN_IF_ERROR(writer->Append(values.data() + first, n * sizeof(float)));
+  if (part == 0) {
+    const std::string meta = "counters";
+    RETURN_IF_ERROR(writer->BeginSlice("meta", EntryKind::kBlob, DType::kUInt8,
+                                       {static_cast<int64_t>(meta.size())}, 0, meta.size()));
+    RETURN_IF_ERROR(writer->Append(meta.data(), meta.size()));
+  }
+  return writer->Finish();
+}
+
+TEST_F(CoordinatorTest, SplitUploadCommitsWhenTheLastPartIsIn) {
+  Start({"a", "b", "c"});
+  ASSERT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  ASSERT_TRUE(Report("a", "r1", 0, 12, 2).ok());
+  for (const char* w : {"a", "b", "c"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+
+  // Parts must match the group: the size, and each worker its own rank.
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "a", 2, 0, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "b", 2, 0, 3).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto first = SendPart(coordinator_.get(), "c", 2, 2, 3, 7, 3);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(*first);
+  auto second = SendPart(coordinator_.get(), "a", 2, 0, 3, 0, 3);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(*second);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  EXPECT_EQ(Shard(0).committed_offset, 0u);
+  auto last = SendPart(coordinator_.get(), "b", 2, 1, 3, 3, 4);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(*last);
+
+  // One checkpoint, the slices in order, committed with the ledger.
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 2u);
+  EXPECT_EQ(Shard(0).committed_offset, 12u);
+  auto reader = coordinator_->checkpoints()->OpenLatest("job-1");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_EQ((*reader)->info().entries.size(), 2u);
+  EXPECT_EQ((*reader)->info().entries[0].shape, (std::vector<int64_t>{2, 5}));
+  std::vector<float> w(10);
+  ASSERT_TRUE((*reader)->ReadTensor("w", TensorView::Of(w.data(), w.size())).ok());
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(w[i], static_cast<float>(i));
+  EXPECT_EQ(*(*reader)->ReadBlob("meta"), "counters");
+  // Spooled parts are removed once joined.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "uploads"));
+}
+
+TEST_F(CoordinatorTest, SplitUploadWithAGapOrOverlapCommitsNothing) {
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
+  // Part 1 overlaps part 0 ([0,6) and [5,10)): refused, nothing committed.
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
+  auto overlap = SendPart(coordinator_.get(), "b", 3, 1, 2, 5, 5);
+  EXPECT_EQ(overlap.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(overlap.status().message(), HasSubstr("entry 'w'"));
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  EXPECT_EQ(coordinator_->checkpoints()->OpenLatest("job-1").status().code(),
+            absl::StatusCode::kNotFound);
+  // A slice past the entry's end is refused as it arrives.
+  auto writer = coordinator_->BeginCheckpointPart("job-1", "b", 3, 1, 2);
+  ASSERT_TRUE(writer.ok());
+  EXPECT_EQ((*writer)->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {2, 5}, 8, 3).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Both parts sent again, correctly: committed.
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
+  auto good = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_TRUE(*good);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+}
+
+TEST_F(CoordinatorTest, SplitUploadPartsOfAnOlderGenerationAreDropped) {
+  Start({"a", "b", "c"});
+  for (const char* w : {"a", "b", "c"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 2, 0, 3, 0, 3).ok());
+  ASSERT_TRUE(SendPart(coordinator_.get(), "b", 2, 1, 3, 3, 4).ok());
+  // c fails before sending its part: the survivors form a group of two,
+  // which rolls back to step 0, and its own step 2 needs parts of two.
+  ASSERT_TRUE(coordinator_->ReportFailure("job-1", "a", "c").ok());
+  Form("job-1", {"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "b", 2, 1, 3).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // b's part 1 of the new group alone does not complete anything: the old
+  // generation's part 0 (of three) does not count.
+  auto alone = SendPart(coordinator_.get(), "b", 2, 1, 2, 5, 5);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_FALSE(*alone);
+  auto last = SendPart(coordinator_.get(), "a", 2, 0, 2, 0, 5);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(*last);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 2u);
+}
+
+TEST_F(CoordinatorTest, EndStepGivesEveryMemberTheSameCheckpointAnswer) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_checkpoint()->set_every_seconds(60);
+  Submit(spec, shards_);
+  Join("job-1", "a");
+  Join("job-1", "b");
+  Form("job-1", {"a", "b"});
+  AdvanceWithHeartbeats(absl::Seconds(59), {"a", "b"});
+  EXPECT_FALSE(coordinator_->EndStep("job-1", "a", 1)->should_checkpoint);
+  // The minute passes between a's and b's EndStep: b still hears "no" for
+  // step 1 (else a part would be missing), and both hear "yes" for step 2.
+  clock_.AdvanceBy(absl::Seconds(2));
+  EXPECT_FALSE(coordinator_->EndStep("job-1", "b", 1)->should_checkpoint);
+  EXPECT_TRUE(coordinator_->EndStep("job-1", "b", 2)->should_checkpoint);
+  EXPECT_TRUE(coordinator_->EndStep("job-1", "a", 2)->should_checkpoint);
 }
 
 TEST_F(CoordinatorTest, ShouldCheckpointFollowsThePolicy) {

@@ -198,7 +198,9 @@ class RemoteCheckpointReader final : public CheckpointReader {
   const CheckpointInfo info_;
 };
 
-class RemoteCheckpointWriter final : public CheckpointWriter {
+// Both kinds of upload stream: a whole checkpoint (CheckpointWriter) or one
+// part of a split one (CheckpointPartWriter).
+class RemoteCheckpointWriter final : public CheckpointWriter, public CheckpointPartWriter {
  public:
   RemoteCheckpointWriter(const Connection* connection, std::string what)
       : connection_(connection), what_(std::move(what)), context_(connection->Context()) {
@@ -234,6 +236,19 @@ class RemoteCheckpointWriter final : public CheckpointWriter {
     return Send(std::move(message));
   }
 
+  absl::Status BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
+                          std::vector<int64_t> shape, uint64_t offset, uint64_t count) override {
+    v1::PutCheckpointRequest message;
+    v1::PutCheckpointRequest::Entry* entry = message.mutable_entry();
+    entry->set_name(std::string(name));
+    entry->set_blob(kind == EntryKind::kBlob);
+    entry->set_dtype(static_cast<uint32_t>(dtype));
+    for (int64_t dim : shape) entry->add_shape(dim);
+    entry->set_slice_offset(offset);
+    entry->set_slice_count(count);
+    return Send(std::move(message));
+  }
+
   absl::Status Append(const void* data, size_t size_bytes) override {
     const char* bytes = static_cast<const char*>(data);
     const size_t piece = static_cast<size_t>(connection_->options.piece_bytes);
@@ -263,6 +278,11 @@ class RemoteCheckpointWriter final : public CheckpointWriter {
     const absl::Status status = FromGrpc(stream_->Finish(), what_);
     failed_ = status.ok() ? absl::FailedPreconditionError(what_ + ": already committed") : status;
     return status;
+  }
+
+  absl::StatusOr<bool> Finish() override {
+    RETURN_IF_ERROR(Commit({}));
+    return response_.committed();
   }
 
  private:
@@ -419,6 +439,20 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
     begin.mutable_begin()->set_job_id(std::string(job_id));
     begin.mutable_begin()->set_worker_id(std::string(worker_id));
     begin.mutable_begin()->set_step(step);
+    RETURN_IF_ERROR(writer->Send(std::move(begin)));
+    return writer;
+  }
+  absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
+      absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+      uint32_t parts) override {
+    auto writer = std::make_unique<RemoteCheckpointWriter>(
+        &connection_, absl::StrCat("PutCheckpoint ", job_id, "@", step, " part ", part));
+    v1::PutCheckpointRequest begin;
+    begin.mutable_begin()->set_job_id(std::string(job_id));
+    begin.mutable_begin()->set_worker_id(std::string(worker_id));
+    begin.mutable_begin()->set_step(step);
+    begin.mutable_begin()->set_part(part);
+    begin.mutable_begin()->set_parts(parts);
     RETURN_IF_ERROR(writer->Send(std::move(begin)));
     return writer;
   }

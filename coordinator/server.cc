@@ -335,15 +335,12 @@ class Service final : public ServiceBase {
       return ToGrpc(absl::InvalidArgumentError("PutCheckpoint: the first message must be 'begin'"));
     }
     const v1::PutCheckpointRequest::Begin begin = message.begin();
+    if (begin.parts() > 0) return PutCheckpointPart(context, reader, begin, response);
     // The checkpoint store takes one writer at a time (for every job): wait
     // for the upload before this one to finish rather than fail. Declared
     // before `writer`, so the writer is gone before the slot is released.
     UploadSlot slot(this, context);
-    if (!slot.acquired()) {
-      return ToGrpc(absl::DeadlineExceededError(
-          absl::StrCat("PutCheckpoint ", begin.job_id(), "@", begin.step(),
-                       ": another checkpoint upload held the store until the deadline")));
-    }
+    if (!slot.acquired()) return SlotTimeout(begin);
     auto writer = core_->BeginCheckpoint(begin.job_id(), begin.worker_id(), begin.step());
     if (!writer.ok()) return ToGrpc(writer.status());
     while (reader->Read(&message)) {
@@ -351,10 +348,7 @@ class Service final : public ServiceBase {
       switch (message.part_case()) {
         case v1::PutCheckpointRequest::kEntry: {
           const auto& entry = message.entry();
-          if (!IsValidDType(entry.dtype() > 255 ? 255 : static_cast<uint8_t>(entry.dtype()))) {
-            return ToGrpc(absl::InvalidArgumentError(absl::StrCat(
-                "PutCheckpoint: entry '", entry.name(), "' has unknown dtype ", entry.dtype())));
-          }
+          RETURN_GRPC(CheckDType(entry));
           RETURN_GRPC((*writer)->BeginEntry(
               entry.name(), entry.blob() ? EntryKind::kBlob : EntryKind::kTensor,
               static_cast<DType>(entry.dtype()),
@@ -372,6 +366,7 @@ class Service final : public ServiceBase {
           }
           RETURN_GRPC((*writer)->Commit(records));
           response->set_step(begin.step());
+          response->set_committed(true);
           return grpc::Status::OK;
         }
         default:
@@ -379,10 +374,7 @@ class Service final : public ServiceBase {
               "PutCheckpoint: after 'begin' only 'entry', 'data' and 'commit' may follow"));
       }
     }
-    return ToGrpc(
-        absl::AbortedError(absl::StrCat("PutCheckpoint: the stream of step ", begin.step(),
-                                        " ended without 'commit'; nothing "
-                                        "was stored")));
+    return StreamEndedEarly(begin);
   }
   grpc::Status GetCheckpointInfo(grpc::ServerContext*, const v1::GetCheckpointInfoRequest* request,
                                  v1::GetCheckpointInfoResponse* response) override {
@@ -432,6 +424,72 @@ class Service final : public ServiceBase {
 
  private:
   // One PutCheckpoint stream owns the checkpoint store at a time.
+  // A split upload's part: spooled by the core while it streams in (parts
+  // of one checkpoint arrive side by side); only the part that completes
+  // the set needs the store, so only its commit takes the upload slot.
+  grpc::Status PutCheckpointPart(grpc::ServerContext* context,
+                                 grpc::ServerReader<v1::PutCheckpointRequest>* reader,
+                                 const v1::PutCheckpointRequest::Begin& begin,
+                                 v1::PutCheckpointResponse* response) {
+    auto writer = core_->BeginCheckpointPart(begin.job_id(), begin.worker_id(), begin.step(),
+                                             begin.part(), begin.parts());
+    if (!writer.ok()) return ToGrpc(writer.status());
+    v1::PutCheckpointRequest message;
+    while (reader->Read(&message)) {
+      RETURN_GRPC(CheckVersion(message));
+      switch (message.part_case()) {
+        case v1::PutCheckpointRequest::kEntry: {
+          const auto& entry = message.entry();
+          RETURN_GRPC(CheckDType(entry));
+          RETURN_GRPC((*writer)->BeginSlice(
+              entry.name(), entry.blob() ? EntryKind::kBlob : EntryKind::kTensor,
+              static_cast<DType>(entry.dtype()),
+              std::vector<int64_t>(entry.shape().begin(), entry.shape().end()),
+              entry.slice_offset(), entry.slice_count()));
+          break;
+        }
+        case v1::PutCheckpointRequest::kData:
+          RETURN_GRPC((*writer)->Append(message.data().data(), message.data().size()));
+          break;
+        case v1::PutCheckpointRequest::kCommit: {
+          if (message.commit().records_size() > 0) {
+            return ToGrpc(absl::InvalidArgumentError(
+                "PutCheckpoint: a part of a split upload carries no records"));
+          }
+          UploadSlot slot(this, context);
+          if (!slot.acquired()) return SlotTimeout(begin);
+          auto committed = (*writer)->Finish();
+          if (!committed.ok()) return ToGrpc(committed.status());
+          response->set_step(begin.step());
+          response->set_committed(*committed);
+          return grpc::Status::OK;
+        }
+        default:
+          return ToGrpc(absl::InvalidArgumentError(
+              "PutCheckpoint: after 'begin' only 'entry', 'data' and 'commit' may follow"));
+      }
+    }
+    return StreamEndedEarly(begin);
+  }
+
+  static absl::Status CheckDType(const v1::PutCheckpointRequest::Entry& entry) {
+    if (IsValidDType(entry.dtype() > 255 ? 255 : static_cast<uint8_t>(entry.dtype()))) {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat("PutCheckpoint: entry '", entry.name(),
+                                                   "' has unknown dtype ", entry.dtype()));
+  }
+  static grpc::Status SlotTimeout(const v1::PutCheckpointRequest::Begin& begin) {
+    return ToGrpc(absl::DeadlineExceededError(
+        absl::StrCat("PutCheckpoint ", begin.job_id(), "@", begin.step(),
+                     ": another checkpoint upload held the store until the deadline")));
+  }
+  static grpc::Status StreamEndedEarly(const v1::PutCheckpointRequest::Begin& begin) {
+    return ToGrpc(
+        absl::AbortedError(absl::StrCat("PutCheckpoint: the stream of step ", begin.step(),
+                                        " ended without 'commit'; nothing was stored")));
+  }
+
   class UploadSlot {
    public:
     UploadSlot(Service* service, grpc::ServerContext* context) : service_(service) {

@@ -272,6 +272,57 @@ TEST_F(ServiceTest, MalformedCheckpointStreamIsRefusedAndStoresNothing) {
   EXPECT_TRUE(committed.ok()) << committed;
 }
 
+TEST_F(ServiceTest, SplitUploadPartsStreamSideBySideAndJoinInOrder) {
+  SubmitAndJoin({"a", "b"});
+  FormOverGrpc({"a", "b"});
+  for (const char* worker : {"a", "b"}) ASSERT_TRUE(client_->EndStep("job-1", worker, 1).ok());
+  // 2 MiB + 3 floats, half from each member, both streams open at once.
+  std::vector<float> weights((1 << 19) + 3);
+  std::iota(weights.begin(), weights.end(), 0.0f);
+  const uint64_t half = weights.size() / 2;
+  auto part_a = client_->BeginCheckpointPart("job-1", "a", 1, 0, 2);
+  ASSERT_TRUE(part_a.ok()) << part_a.status();
+  auto part_b = client_->BeginCheckpointPart("job-1", "b", 1, 1, 2);
+  ASSERT_TRUE(part_b.ok()) << part_b.status();
+  const std::vector<int64_t> shape = {static_cast<int64_t>(weights.size())};
+  ASSERT_TRUE(
+      (*part_b)
+          ->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, shape, half, weights.size() - half)
+          .ok());
+  ASSERT_TRUE((*part_a)->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, shape, 0, half).ok());
+  ASSERT_TRUE((*part_b)->Append(weights.data() + half, (weights.size() - half) * 4).ok());
+  ASSERT_TRUE((*part_a)->Append(weights.data(), half * 4).ok());
+  ASSERT_TRUE((*part_a)->BeginSlice("rng", EntryKind::kBlob, DType::kUInt8, {5}, 0, 5).ok());
+  ASSERT_TRUE((*part_a)->Append("seed!", 5).ok());
+
+  auto first = (*part_b)->Finish();
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(*first);
+  EXPECT_EQ(client_->GetJob("job-1")->committed_step(), 0u);
+  auto last = (*part_a)->Finish();
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(*last);
+
+  EXPECT_EQ(client_->GetJob("job-1")->committed_step(), 1u);
+  auto reader = client_->OpenLatestCheckpoint("job-1");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<float> back(weights.size());
+  ASSERT_TRUE((*reader)->ReadTensor("w", TensorView::Of(back.data(), back.size())).ok());
+  EXPECT_EQ(back, weights);
+  EXPECT_EQ(*(*reader)->ReadBlob("rng"), "seed!");
+
+  // Over gRPC a refusal arrives by the time the part is finished.
+  auto empty_part = [&](const char* worker, uint64_t step, uint32_t part) {
+    auto writer = client_->BeginCheckpointPart("job-1", worker, step, part, 2);
+    return writer.ok() ? (*writer)->Finish().status() : writer.status();
+  };
+  EXPECT_EQ(empty_part("b", 2, 1).code(), absl::StatusCode::kFailedPrecondition);  // not ended
+  for (const char* worker : {"a", "b"}) ASSERT_TRUE(client_->EndStep("job-1", worker, 2).ok());
+  const absl::Status wrong_rank = empty_part("b", 2, 0);
+  EXPECT_EQ(wrong_rank.code(), absl::StatusCode::kInvalidArgument) << wrong_rank;
+  EXPECT_NE(wrong_rank.message().find("is rank 1 of 2"), absl::string_view::npos) << wrong_rank;
+}
+
 TEST_F(ServiceTest, DrainRefusesJoinsButKeepsServingMembers) {
   SubmitAndJoin({"a"});
   EXPECT_EQ(admin_client_->Drain("not-a-token").code(), absl::StatusCode::kUnauthenticated);

@@ -117,26 +117,82 @@ absl::Status SaveTrainingCheckpoint(CheckpointStore* store, const v1::JobSpec& j
   return writer->Commit(records);
 }
 
-absl::Status WriteTrainingCheckpoint(CheckpointWriter* writer, const v1::JobSpec& job,
-                                     const Trainer& trainer,
-                                     absl::Span<const BlobToSave> extra_blobs) {
+namespace {
+
+// A training checkpoint's entries, in order: the trainer's tensors, then the
+// blobs (the job spec, the trainer's counters, the caller's). Views of memory
+// that `trainer`, `job_json` and `state` own.
+struct EntryToWrite {
+  std::string name;
+  EntryKind kind;
+  TensorView data;
+  std::vector<int64_t> shape;
+};
+
+absl::StatusOr<std::vector<EntryToWrite>> TrainingEntries(const v1::JobSpec& job,
+                                                          const Trainer& trainer,
+                                                          absl::Span<const BlobToSave> extra_blobs,
+                                                          std::string* job_json,
+                                                          std::string* state) {
+  std::vector<EntryToWrite> entries;
   for (const TensorToSave& t : trainer.StateTensors()) {
     std::vector<int64_t> shape = t.shape;
     if (shape.empty()) shape = {static_cast<int64_t>(t.data.count())};
-    RETURN_IF_ERROR(writer->BeginEntry(t.name, EntryKind::kTensor, t.data.dtype(), shape));
-    RETURN_IF_ERROR(writer->Append(t.data.data(), t.data.size_bytes()));
+    entries.push_back({t.name, EntryKind::kTensor, t.data, std::move(shape)});
   }
-  std::string job_json;
-  if (!google::protobuf::util::MessageToJsonString(job, &job_json).ok()) {
+  if (!google::protobuf::util::MessageToJsonString(job, job_json).ok()) {
     return absl::InternalError("could not write the job spec as JSON");
   }
-  const std::string state = trainer.StateBlob();
-  std::vector<BlobToSave> blobs = {{kJobBlob, job_json}, {"trainer", state}};
+  *state = trainer.StateBlob();
+  std::vector<BlobToSave> blobs = {{kJobBlob, *job_json}, {"trainer", *state}};
   blobs.insert(blobs.end(), extra_blobs.begin(), extra_blobs.end());
   for (const BlobToSave& b : blobs) {
-    RETURN_IF_ERROR(writer->BeginEntry(b.name, EntryKind::kBlob, DType::kUInt8,
-                                       {static_cast<int64_t>(b.bytes.size())}));
-    RETURN_IF_ERROR(writer->Append(b.bytes.data(), b.bytes.size()));
+    entries.push_back({std::string(b.name),
+                       EntryKind::kBlob,
+                       TensorView(const_cast<char*>(b.bytes.data()), DType::kUInt8, b.bytes.size()),
+                       {static_cast<int64_t>(b.bytes.size())}});
+  }
+  return entries;
+}
+
+}  // namespace
+
+absl::Status WriteTrainingCheckpoint(CheckpointWriter* writer, const v1::JobSpec& job,
+                                     const Trainer& trainer,
+                                     absl::Span<const BlobToSave> extra_blobs) {
+  std::string job_json, state;
+  ASSIGN_OR_RETURN(std::vector<EntryToWrite> entries,
+                   TrainingEntries(job, trainer, extra_blobs, &job_json, &state));
+  for (const EntryToWrite& e : entries) {
+    RETURN_IF_ERROR(writer->BeginEntry(e.name, e.kind, e.data.dtype(), e.shape));
+    RETURN_IF_ERROR(writer->Append(e.data.data(), e.data.size_bytes()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteTrainingCheckpointPart(CheckpointPartWriter* writer, const v1::JobSpec& job,
+                                         const Trainer& trainer, uint32_t part, uint32_t parts) {
+  if (parts == 0 || part >= parts) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint part ", part, " of ", parts));
+  }
+  std::string job_json, state;
+  ASSIGN_OR_RETURN(std::vector<EntryToWrite> entries,
+                   TrainingEntries(job, trainer, {}, &job_json, &state));
+  for (const EntryToWrite& e : entries) {
+    uint64_t begin = 0, end = 0;
+    if (e.kind == EntryKind::kTensor) {
+      const uint64_t n = e.data.count();
+      begin = n * part / parts;
+      end = n * (part + 1) / parts;
+    } else if (part == 0) {
+      end = e.data.count();
+    } else {
+      continue;
+    }
+    RETURN_IF_ERROR(
+        writer->BeginSlice(e.name, e.kind, e.data.dtype(), e.shape, begin, end - begin));
+    const TensorView slice = e.data.Slice(begin, end - begin);
+    RETURN_IF_ERROR(writer->Append(slice.data(), slice.size_bytes()));
   }
   return absl::OkStatus();
 }

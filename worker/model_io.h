@@ -55,6 +55,14 @@ absl::Status WriteTrainingCheckpoint(CheckpointWriter* writer, const potluck::v1
                                      const Trainer& trainer,
                                      absl::Span<const BlobToSave> extra_blobs = {});
 
+// Part `part` of `parts` of the same checkpoint, for an upload split across
+// a group (CheckpointPartWriter): elements [n * part / parts, n * (part + 1)
+// / parts) of every tensor, and the blobs whole in part 0. Every member's
+// trainer must hold the same state.
+absl::Status WriteTrainingCheckpointPart(CheckpointPartWriter* writer,
+                                         const potluck::v1::JobSpec& job, const Trainer& trainer,
+                                         uint32_t part, uint32_t parts);
+
 // The JobSpec a training checkpoint was saved with; kDataLoss if unreadable.
 absl::StatusOr<potluck::v1::JobSpec> ReadJobSpec(CheckpointReader* reader);
 

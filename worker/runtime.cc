@@ -716,7 +716,7 @@ class WorkerRuntime::Impl {
       stop_ = true;
       return absl::OkStatus();
     }
-    if (ended->should_checkpoint && rank_ == 0) RETURN_IF_ERROR(Upload(step));
+    if (ended->should_checkpoint) RETURN_IF_ERROR(Upload(step));
     if (ended->regroup) return absl::AbortedError("the coordinator made a new generation");
     return absl::OkStatus();
   }
@@ -729,16 +729,20 @@ class WorkerRuntime::Impl {
     return absl::OkStatus();  // keep training; the reports wait
   }
 
-  // Uploads this step's state. The coordinator accepts it once every member
-  // has ended the step; they do so right after their own step, so retry.
+  // Uploads this member's part of the step's state: every member sends a
+  // 1/world_size slice of it, so none uploads the whole model (members hold
+  // the same state). The coordinator accepts a part once every member has
+  // ended the step; they do so right after their own step, so retry.
   absl::Status Upload(uint64_t step) {
     const absl::Time give_up = absl::Now() + options_.collective_timeout;
+    const auto part = static_cast<uint32_t>(rank_);
+    const auto parts = static_cast<uint32_t>(world_);
     while (true) {
-      auto writer = client_->BeginCheckpoint(options_.job_id, worker_id_, step);
+      auto writer = client_->BeginCheckpointPart(options_.job_id, worker_id_, step, part, parts);
       absl::Status status = writer.status();
       if (writer.ok()) {
-        status = WriteTrainingCheckpoint(writer->get(), job_, *trainer_);
-        if (status.ok()) status = (*writer)->Commit();
+        status = WriteTrainingCheckpointPart(writer->get(), job_, *trainer_, part, parts);
+        if (status.ok()) status = (*writer)->Finish().status();
       }
       if (status.ok() || status.code() == absl::StatusCode::kAlreadyExists) {
         return absl::OkStatus();
@@ -762,7 +766,7 @@ class WorkerRuntime::Impl {
   absl::Status EndOfEpoch() {
     const uint64_t step = trainer_->step();
     RETURN_IF_ERROR(ReportAndEndStep(step));
-    if (rank_ == 0) RETURN_IF_ERROR(Upload(step));
+    RETURN_IF_ERROR(Upload(step));
     const absl::Time give_up = Deadline();
     while (true) {
       ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
@@ -791,7 +795,7 @@ class WorkerRuntime::Impl {
     // that regroup signal is no reason to stop when the step is committed.
     const absl::Status ended = ReportAndEndStep(step);
     if (!ended.ok() && ended.code() != absl::StatusCode::kAborted) return ended;
-    if (rank_ == 0) RETURN_IF_ERROR(Upload(step));
+    RETURN_IF_ERROR(Upload(step));
     const absl::Time give_up = absl::Now() + options_.collective_timeout;
     while (absl::Now() < give_up && !stop_) {
       auto job = client_->GetJob(options_.job_id);

@@ -1,0 +1,173 @@
+#include "coordinator/internal/parts.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+#include "common/status.h"
+
+namespace potluck::coordinator_internal {
+namespace {
+
+constexpr size_t kCopyBytes = 1 << 20;
+
+// Elements of `shape` (1 for a scalar); nullopt for a negative dimension or
+// an overflow.
+std::optional<uint64_t> Elements(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (const int64_t dim : shape) {
+    if (dim < 0) return std::nullopt;
+    const auto d = static_cast<uint64_t>(dim);
+    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / d) return std::nullopt;
+    n *= d;
+  }
+  return n;
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SpooledPart>> SpooledPart::Create(std::string path) {
+  std::unique_ptr<SpooledPart> part(new SpooledPart(std::move(path)));
+  part->out_.open(part->path_, std::ios::binary | std::ios::trunc);
+  if (!part->out_) return ErrnoStatus(errno, absl::StrCat("creating ", part->path_));
+  return part;
+}
+
+SpooledPart::~SpooledPart() {
+  out_.close();
+  std::error_code ignored;
+  std::filesystem::remove(path_, ignored);
+}
+
+absl::Status SpooledPart::CheckSliceComplete() const {
+  if (slice_left_ == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("entry '", slices_.back().name, "' is ",
+                                                 slice_left_, " bytes short of its slice"));
+}
+
+absl::Status SpooledPart::BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
+                                     std::vector<int64_t> shape, uint64_t offset, uint64_t count) {
+  RETURN_IF_ERROR(CheckSliceComplete());
+  if (name.empty()) return absl::InvalidArgumentError("an entry has an empty name");
+  const std::optional<uint64_t> elements = Elements(shape);
+  if (!elements.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("entry '", name, "' has an invalid shape ", ShapeString(shape)));
+  }
+  if (offset > *elements || count > *elements - offset) {
+    return absl::InvalidArgumentError(absl::StrCat("entry '", name, "': slice [", offset, ", +",
+                                                   count, ") runs past its ", *elements,
+                                                   " elements"));
+  }
+  slices_.push_back({std::string(name), kind, dtype, std::move(shape), offset, count, written_});
+  slice_left_ = count * DTypeSize(dtype);
+  return absl::OkStatus();
+}
+
+absl::Status SpooledPart::Append(const void* data, size_t size_bytes) {
+  if (slices_.empty() || size_bytes > slice_left_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(size_bytes, " bytes past the end of ",
+                     slices_.empty() ? std::string("no entry")
+                                     : absl::StrCat("entry '", slices_.back().name, "'s slice")));
+  }
+  out_.write(static_cast<const char*>(data), static_cast<std::streamsize>(size_bytes));
+  if (!out_) return ErrnoStatus(errno, absl::StrCat("writing ", path_));
+  written_ += size_bytes;
+  slice_left_ -= size_bytes;
+  return absl::OkStatus();
+}
+
+absl::Status SpooledPart::Close() {
+  RETURN_IF_ERROR(CheckSliceComplete());
+  out_.flush();
+  if (!out_) return ErrnoStatus(errno, absl::StrCat("writing ", path_));
+  out_.close();
+  return absl::OkStatus();
+}
+
+absl::Status JoinParts(absl::Span<const SpooledPart* const> parts, CheckpointWriter* out) {
+  struct Piece {
+    size_t part;
+    const SpooledSlice* slice;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<Piece>> entries;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    for (const SpooledSlice& slice : parts[p]->slices()) {
+      std::vector<Piece>& pieces = entries[slice.name];
+      if (pieces.empty()) {
+        order.push_back(slice.name);
+      } else {
+        const SpooledSlice& first = *pieces.front().slice;
+        if (first.kind != slice.kind || first.dtype != slice.dtype || first.shape != slice.shape) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("entry '", slice.name, "': part ", pieces.front().part, " sends ",
+                           DTypeName(first.dtype), ShapeString(first.shape), ", part ", p, " ",
+                           DTypeName(slice.dtype), ShapeString(slice.shape)));
+        }
+      }
+      pieces.push_back({p, &slice});
+    }
+  }
+  for (auto& [name, pieces] : entries) {
+    std::sort(pieces.begin(), pieces.end(),
+              [](const Piece& a, const Piece& b) { return a.slice->offset < b.slice->offset; });
+    uint64_t at = 0;
+    for (const Piece& piece : pieces) {
+      if (piece.slice->offset != at) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry '", name, "': part ", piece.part, "'s slice starts at element ",
+                         piece.slice->offset, ", expected ", at,
+                         piece.slice->offset < at ? " (overlap)" : " (gap)"));
+      }
+      at += piece.slice->count;
+    }
+    const uint64_t elements = *Elements(pieces.front().slice->shape);
+    if (at != elements) {
+      return absl::InvalidArgumentError(absl::StrCat("entry '", name, "': the parts hold ", at,
+                                                     " of its ", elements, " elements"));
+    }
+  }
+
+  std::vector<std::ifstream> files(parts.size());
+  for (size_t p = 0; p < parts.size(); ++p) {
+    files[p].open(parts[p]->path(), std::ios::binary);
+    if (!files[p]) return ErrnoStatus(errno, absl::StrCat("opening ", parts[p]->path()));
+  }
+  std::string buffer;
+  for (const std::string& name : order) {
+    const std::vector<Piece>& pieces = entries.at(name);
+    const SpooledSlice& first = *pieces.front().slice;
+    RETURN_IF_ERROR(out->BeginEntry(name, first.kind, first.dtype, first.shape));
+    for (const Piece& piece : pieces) {
+      std::ifstream& in = files[piece.part];
+      in.seekg(static_cast<std::streamoff>(piece.slice->file_offset));
+      uint64_t left = piece.slice->count * DTypeSize(piece.slice->dtype);
+      while (left > 0) {
+        buffer.resize(std::min<uint64_t>(left, kCopyBytes));
+        in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+        if (!in) {
+          return absl::DataLossError(
+              absl::StrCat("reading ", parts[piece.part]->path(), ": the spooled part is short"));
+        }
+        RETURN_IF_ERROR(out->Append(buffer.data(), buffer.size()));
+        left -= buffer.size();
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace potluck::coordinator_internal
