@@ -19,6 +19,7 @@
 #include "common/status.h"
 #ifdef POTLUCK_WITH_TORCH
 #include "coordinator/grpc_client.h"
+#include "worker/backends.h"
 #include "worker/runtime.h"
 #endif
 
@@ -72,17 +73,38 @@ class SignalWatcher {
 };
 
 int RunWorker(const WorkerArgs& args) {
-  if (args.backend != "tcp") {
-    std::cerr << "potluck worker: --backend " << args.backend
-              << " is not available to the worker runtime yet (tcp is)\n";
-    return 3;
-  }
-  if (args.device != "cpu") {
-    std::cerr << "potluck worker: --device " << args.device
-              << " is not available to the worker runtime yet (cpu is)\n";
-    return 3;
-  }
   WorkerOptions options;
+  options.state_dir = args.state_dir;
+  const absl::StatusOr<Device> device = ParseDevice(args.device);
+  if (!device.ok()) {
+    std::cerr << "potluck worker: --device: " << device.status().message() << "\n";
+    return 1;
+  }
+  if (args.backend == "nccl") {
+    if (device->is_cpu()) {
+      std::cerr << "potluck worker: --backend nccl needs a GPU: --device cuda:N\n";
+      return 1;
+    }
+    options.connect_data = NcclDataBackend(device->index);
+  } else if (!device->is_cpu()) {
+    std::cerr << "potluck worker: --device " << args.device
+              << " picks the GPU of --backend nccl's collectives; the model itself computes on "
+                 "the CPU (Debian's libtorch has no CUDA)\n";
+    return 1;
+  }
+  // Declared before the runtime, so MPI is finalized after it is gone.
+  std::unique_ptr<MpiRuntime> mpi;
+  if (args.backend == "mpi") {
+    auto init = MpiRuntime::Init(nullptr, nullptr);
+    if (!init.ok()) {
+      std::cerr << "potluck worker: --backend mpi: " << init.status() << "\n";
+      return 2;
+    }
+    mpi = *std::move(init);
+    // mpirun gives every process the same arguments: each keeps its own id.
+    options.state_dir = absl::StrCat(args.state_dir, "/rank-", mpi->world_rank());
+    options.connect_data = MpiDataBackend(mpi.get());
+  }
   options.job_id = args.job;
   options.token = args.token;
   if (options.job_id.empty()) {
@@ -94,7 +116,6 @@ int RunWorker(const WorkerArgs& args) {
     std::cerr << "potluck worker: give --job, or a join token (--token) that names it\n";
     return 1;
   }
-  options.state_dir = args.state_dir;
   options.bind_host = args.bind;
   options.advertise_host = args.advertise;
   options.threads = args.threads;
@@ -124,8 +145,9 @@ int RunWorker(const WorkerArgs& args) {
     }
   };
   if (progress == "json") {
-    options.on_group = [](const WorkerGroupEvent& e) {
+    options.on_group = [backend = args.backend](const WorkerGroupEvent& e) {
       nlohmann::json j = {{"event", "group"},
+                          {"backend", backend},
                           {"generation", e.generation},
                           {"rank", e.rank},
                           {"world", e.world_size},
@@ -186,9 +208,12 @@ CLI::App* AddWorkerCommand(CLI::App* app, int* exit_code) {
   worker->add_option("--job", args->job, "Job id (default: the one the token names)");
   worker->add_option("--state-dir", args->state_dir, "Where the worker keeps its id and cache")
       ->required();
-  worker->add_option("--backend", args->backend, "Collectives backend")
+  worker
+      ->add_option("--backend", args->backend,
+                   "Collectives backend: tcp, mpi (under mpirun/srun; each rank keeps its "
+                   "state in STATE_DIR/rank-N) or nccl (with --device cuda:N)")
       ->check(CLI::IsMember({"tcp", "mpi", "nccl"}));
-  worker->add_option("--device", args->device, "cpu or cuda:N");
+  worker->add_option("--device", args->device, "cpu, or cuda:N: the GPU of --backend nccl");
   worker->add_option("--bind", args->bind, "IPv4 address the peer links listen on");
   worker->add_option("--advertise", args->advertise, "Address peers dial (default: --bind)");
   worker->add_option("--tls-ca", args->tls_ca, "PEM certificate to trust (coordinator TLS)");

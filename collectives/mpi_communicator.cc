@@ -787,6 +787,33 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateMpiWorldCommunicator(
   return CreateOnComm(MPI_COMM_WORLD, generation, deadline, options, serialize);
 }
 
+absl::StatusOr<std::unique_ptr<Communicator>> CreateMpiWorldCommunicatorRanked(
+    int rank, uint64_t generation, absl::Time deadline, const MpiCommunicatorOptions& options) {
+  bool serialize = false;
+  RETURN_IF_ERROR(CheckMpiReady(&serialize));
+  MPI_Comm split = MPI_COMM_NULL;
+  int rc;
+  {
+    MpiCallGuard guard(serialize);
+    rc = MPI_Comm_split(MPI_COMM_WORLD, 0, rank, &split);
+  }
+  if (rc != MPI_SUCCESS) {
+    return MpiErrorToStatus(rc, absl::StrCat("MPI_Comm_split for generation ", generation),
+                            serialize);
+  }
+  auto created = CreateOnComm(split, generation, deadline, options, serialize);
+  {
+    MpiCallGuard guard(serialize);
+    MPI_Comm_free(&split);
+  }
+  if (created.ok() && (*created)->rank() != rank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MPI rank ", rank, " of generation ", generation, " was passed by ",
+                     "more than one process (this one became rank ", (*created)->rank(), ")"));
+  }
+  return created;
+}
+
 void AbortMpiJob(const absl::Status& reason) {
   std::fprintf(stderr, "potluck: tearing down the MPI job: %s\n", reason.ToString().c_str());
   std::fflush(stderr);

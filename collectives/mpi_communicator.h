@@ -153,6 +153,14 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateMpiCommunicator(
 absl::StatusOr<std::unique_ptr<Communicator>> CreateMpiWorldCommunicator(
     uint64_t generation, absl::Time deadline, const MpiCommunicatorOptions& options = {});
 
+// The same over MPI_COMM_WORLD with its processes renumbered: the process
+// that passes `rank` becomes that rank (each passes a distinct one in
+// [0, world size)), for groups whose ranks come from elsewhere, e.g. the
+// coordinator's generation view. MPI_Comm_split has no deadline: it returns
+// once every process of the job has called it.
+absl::StatusOr<std::unique_ptr<Communicator>> CreateMpiWorldCommunicatorRanked(
+    int rank, uint64_t generation, absl::Time deadline, const MpiCommunicatorOptions& options = {});
+
 // Tears the whole MPI job down (MPI_Abort on MPI_COMM_WORLD) after printing
 // `reason` to stderr: the way out once a communicator is dead in static MPI
 // mode. Never returns.

@@ -275,6 +275,75 @@ class NcclCommunicator final : public Communicator {
   absl::Status first_error_;
 };
 
+// Host buffers through a device communicator: each call copies the buffer
+// to a staging buffer on the device, runs there, and copies the result back.
+class HostStagedCommunicator final : public Communicator {
+ public:
+  HostStagedCommunicator(std::unique_ptr<Communicator> inner, int device)
+      : inner_(std::move(inner)), device_(device) {}
+  ~HostStagedCommunicator() override {
+    if (staging_ != nullptr) {
+      cudaSetDevice(device_);
+      cudaFree(staging_);
+    }
+  }
+
+  int rank() const override { return inner_->rank(); }
+  int world_size() const override { return inner_->world_size(); }
+  uint64_t generation() const override { return inner_->generation(); }
+  void Abort() override { inner_->Abort(); }
+
+  absl::Status AllReduce(TensorView data, ReduceOp op, absl::Time deadline,
+                         double weight) override {
+    return Staged(data, "AllReduce", [&](TensorView on_device) {
+      return inner_->AllReduce(on_device, op, deadline, weight);
+    });
+  }
+  absl::Status ReduceScatter(TensorView data, ReduceOp op, absl::Time deadline) override {
+    return Staged(data, "ReduceScatter", [&](TensorView on_device) {
+      return inner_->ReduceScatter(on_device, op, deadline);
+    });
+  }
+  absl::Status AllGather(TensorView data, absl::Time deadline) override {
+    return Staged(data, "AllGather",
+                  [&](TensorView on_device) { return inner_->AllGather(on_device, deadline); });
+  }
+  absl::Status Broadcast(TensorView data, int root, absl::Time deadline) override {
+    return Staged(data, "Broadcast", [&](TensorView on_device) {
+      return inner_->Broadcast(on_device, root, deadline);
+    });
+  }
+  absl::Status Barrier(absl::Time deadline) override { return inner_->Barrier(deadline); }
+
+ private:
+  template <typename Call>
+  absl::Status Staged(TensorView data, absl::string_view call, Call run) {
+    if (data.device() != Device::Cpu()) return run(data);
+    RETURN_IF_ERROR(FromCuda(cudaSetDevice(device_), "cudaSetDevice"));
+    if (data.size_bytes() > staging_bytes_) {
+      if (staging_ != nullptr) cudaFree(staging_);
+      staging_ = nullptr;
+      staging_bytes_ = 0;
+      RETURN_IF_ERROR(
+          FromCuda(cudaMalloc(&staging_, data.size_bytes()), absl::StrCat(call, ": staging")));
+      staging_bytes_ = data.size_bytes();
+    }
+    // A copy from pageable memory may return before its DMA is done: the
+    // collective runs on NCCL's own stream, so wait for the device first.
+    RETURN_IF_ERROR(FromCuda(
+        cudaMemcpy(staging_, data.data(), data.size_bytes(), cudaMemcpyHostToDevice), call));
+    RETURN_IF_ERROR(FromCuda(cudaDeviceSynchronize(), call));
+    RETURN_IF_ERROR(run(TensorView(staging_, data.dtype(), data.count(), Device::Cuda(device_))));
+    return FromCuda(cudaMemcpy(data.data(), staging_, data.size_bytes(), cudaMemcpyDeviceToHost),
+                    call);
+  }
+
+  const std::unique_ptr<Communicator> inner_;
+  const int device_;
+  void* staging_ = nullptr;
+  size_t staging_bytes_ = 0;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> ConnectNcclCommunicator(RendezvousStore* store,
@@ -332,6 +401,15 @@ absl::StatusOr<std::unique_ptr<Communicator>> ConnectNcclCommunicator(Rendezvous
     return status;
   }
   return std::unique_ptr<Communicator>(new NcclCommunicator(comm, stream, options, scratch));
+}
+
+}  // namespace potluck
+
+namespace potluck {
+
+std::unique_ptr<Communicator> NewHostStagedCommunicator(std::unique_ptr<Communicator> device_comm,
+                                                        int device) {
+  return std::make_unique<HostStagedCommunicator>(std::move(device_comm), device);
 }
 
 }  // namespace potluck

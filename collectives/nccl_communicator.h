@@ -38,6 +38,15 @@ absl::StatusOr<std::unique_ptr<Communicator>> ConnectNcclCommunicator(Rendezvous
                                                                       const NcclOptions& options,
                                                                       absl::Time deadline);
 
+// Takes host (CPU) buffers for `device_comm`, whose buffers live on GPU
+// `device`: each call copies the buffer into a staging buffer on the device
+// (kept at the largest size so far), runs there, and copies the result back;
+// device buffers pass straight through. How a model computed on the CPU
+// (Debian's libtorch has no CUDA) exchanges its gradients over NCCL. Costs
+// two copies per call.
+std::unique_ptr<Communicator> NewHostStagedCommunicator(std::unique_ptr<Communicator> device_comm,
+                                                        int device);
+
 }  // namespace potluck
 
 #endif  // POTLUCK_COLLECTIVES_NCCL_COMMUNICATOR_H_

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -75,6 +76,29 @@ TEST(NcclCommunicator, OneRankRunsEveryCollectiveOnTheDevice) {
                 ->AllReduce(TensorView::Of(host.data(), 4), ReduceOp::kSum, In(absl::Seconds(1)))
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NcclCommunicator, HostStagedTakesHostBuffersAndGrowsItsStaging) {
+  POTLUCK_SKIP_WITHOUT_GPU(1);
+  InMemoryRendezvousStore store;
+  auto device_comm = ConnectNcclCommunicator(&store, {}, In(absl::Seconds(60)));
+  ASSERT_TRUE(device_comm.ok()) << device_comm.status();
+  std::unique_ptr<Communicator> staged = NewHostStagedCommunicator(*std::move(device_comm), 0);
+  std::vector<float> small = {1, 2, 3};
+  ASSERT_TRUE(staged
+                  ->AllReduce(TensorView::Of(small.data(), small.size()), ReduceOp::kAverage,
+                              In(absl::Seconds(30)))
+                  .ok());
+  EXPECT_EQ(small, (std::vector<float>{1, 2, 3}));
+  std::vector<double> large(1 << 18);
+  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<double>(i);
+  const std::vector<double> before = large;
+  ASSERT_TRUE(
+      staged->Broadcast(TensorView::Of(large.data(), large.size()), 0, In(absl::Seconds(30))).ok());
+  EXPECT_EQ(large, before);
+  DeviceFloats on_device(0, {5, 6});  // device buffers pass straight through
+  ASSERT_TRUE(staged->AllReduce(on_device.view(), ReduceOp::kSum, In(absl::Seconds(30))).ok());
+  EXPECT_EQ(on_device.Read(), (std::vector<float>{5, 6}));
 }
 
 // The watchdog: a rank that never shows up turns into kDeadlineExceeded at

@@ -12,8 +12,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
+#include "common/gpu.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_client.h"
 #include "data/dataset.h"
@@ -48,7 +51,10 @@ class WorkerProcess {
       waitpid(pid_, nullptr, 0);
     }
   }
-  void Start(const std::vector<std::string>& args, const std::string& log) {
+  // Runs `args` (args[0] names the program: POTLUCK_BINARY unless `program`
+  // is given, which is then looked up in PATH).
+  void Start(const std::vector<std::string>& args, const std::string& log,
+             const std::string& program = "") {
     int out[2];
     ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
     pid_ = fork();
@@ -60,7 +66,11 @@ class WorkerProcess {
       std::vector<std::string> copy = args;
       for (std::string& a : copy) argv.push_back(a.data());
       argv.push_back(nullptr);
-      execv(POTLUCK_BINARY, argv.data());
+      if (program.empty()) {
+        execv(POTLUCK_BINARY, argv.data());
+      } else {
+        execvp(program.c_str(), argv.data());
+      }
       _exit(127);
     }
     close(out[1]);
@@ -310,6 +320,53 @@ class WorkerE2eTest : public ::testing::Test {
     return killed_at;
   }
 
+  // `potluck worker --backend mpi` as `ranks` processes under one mpirun.
+  std::unique_ptr<WorkerProcess> StartMpiWorkers(int ranks) {
+    auto job = std::make_unique<WorkerProcess>();
+    const std::string state = dir_ + "/mpi-workers";
+    job->Start({"mpirun",
+                "--allow-run-as-root",
+                "--oversubscribe",
+                "--bind-to",
+                "none",
+                "--mca",
+                "btl",
+                "tcp,self",
+                "--mca",
+                "btl_tcp_if_include",
+                "lo",
+                "-np",
+                std::to_string(ranks),
+                POTLUCK_BINARY,
+                "worker",
+                "--coordinator",
+                address_,
+                "--job",
+                "e2e",
+                "--state-dir",
+                state,
+                "--threads",
+                "1",
+                "--progress",
+                "json",
+                "--backend",
+                "mpi"},
+               state + ".log", "mpirun");
+    return job;
+  }
+
+  // SIGKILLs every process whose command line names this test's directory
+  // (MPI ranks, which are mpirun's children, not ours).
+  void KillProcessesOfThisTest() {
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream in(entry.path() / "cmdline");
+      std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (cmdline.find(dir_) != std::string::npos) kill(std::stoi(name), SIGKILL);
+    }
+  }
+
   std::string dir_;
   std::string run_;  // tells apart the directories of a test's separate runs
   Dataset dataset_;
@@ -464,6 +521,62 @@ TEST_F(WorkerE2eTest, WorkerWithNaNGradientsIsRemovedWithoutCorruptingTheOthers)
   EXPECT_EQ(world_at_step_.rbegin()->second, 2);
   EXPECT_EQ(world_at_step_.size(), kSteps);
   ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
+// Static MPI: two ranks under mpirun train as one group with their gradients
+// on MPI; the whole job is SIGKILLed (mpirun and its ranks, and the
+// coordinator), started again, and resumes from the last checkpoint: the
+// ranks end identical and every sample is trained once.
+TEST_F(WorkerE2eTest, MpiBackendTrainsAsOneGroupAndResumesAfterTheJobIsKilled) {
+  constexpr uint64_t kSteps = 24;
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> job;
+  job.push_back(StartMpiWorkers(2));
+  std::set<std::string> backends;
+  uint64_t killed_at = 0;
+  Drive(job, [&](int, const nlohmann::json& line) {
+    if (line.contains("backend")) backends.insert(line["backend"].get<std::string>());
+    if (killed_at == 0 && line.value("step", uint64_t{0}) >= 13) {
+      killed_at = line["step"];
+      coordinator_->Signal(SIGKILL);
+      KillProcessesOfThisTest();
+    }
+  });
+  ASSERT_GT(killed_at, 0u) << job[0]->LogTail();
+  EXPECT_EQ(backends, std::set<std::string>{"mpi"});
+
+  StartCoordinator(0, 0);  // the same directory: a restart
+  job.clear();
+  job.push_back(StartMpiWorkers(2));
+  std::vector<std::string> digests;
+  Drive(job, [&](int, const nlohmann::json& line) {
+    if (line.contains("digest")) digests.push_back(line["digest"]);
+  });
+  ExpectExited(job, {0});
+  ASSERT_EQ(digests.size(), 2u) << job[0]->LogTail();
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
+// Without a GPU, --backend nccl fails at once, naming why, instead of
+// retrying generation after generation.
+TEST_F(WorkerE2eTest, NcclBackendWithoutAGpuExitsNamingWhy) {
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a GPU is present: " << DescribeGpus();
+  StartCoordinator(0, 4);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  workers.push_back(StartWorker(0, "", {"--backend", "nccl", "--device", "cuda:0"}));
+  Drive(
+      workers, [](int, const nlohmann::json&) {}, absl::Seconds(60));
+  ExpectExited(workers, {0}, 2);
+  EXPECT_THAT(workers[0]->LogTail(),
+              BuiltWithCuda() ? HasSubstr("needs GPU 0") : HasSubstr("has no CUDA"));
+  // And --device alone is refused: the model computes on the CPU.
+  workers.push_back(StartWorker(1, "", {"--device", "cuda:0"}));
+  Drive(
+      workers, [](int, const nlohmann::json&) {}, absl::Seconds(30));
+  ExpectExited(workers, {1}, 1);
+  EXPECT_THAT(workers[1]->LogTail(), HasSubstr("picks the GPU of --backend nccl"));
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {

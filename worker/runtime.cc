@@ -170,11 +170,7 @@ class WorkerRuntime::Impl {
 
     absl::Status result = Loop();
     StopHeartbeats();
-    {
-      absl::MutexLock lock(&comm_mu_);
-      if (comm_ != nullptr) comm_->Abort();
-      comm_.reset();
-    }
+    DropComms();
     if (leave_) (void)client_->Leave(options_.job_id, worker_id_);
     return result;
   }
@@ -298,7 +294,17 @@ class WorkerRuntime::Impl {
 
   void AbortComm() {
     absl::MutexLock lock(&comm_mu_);
+    if (data_comm_ != nullptr) data_comm_->Abort();
     if (comm_ != nullptr) comm_->Abort();
+  }
+
+  // Aborts and destroys the generation's communicators (the data one first:
+  // it may lean on the TCP one).
+  void DropComms() {
+    AbortComm();
+    absl::MutexLock lock(&comm_mu_);
+    data_comm_.reset();
+    comm_.reset();
   }
 
   absl::Status Loop() {
@@ -326,6 +332,7 @@ class WorkerRuntime::Impl {
       if (need_group || latest_generation_.load() != generation_.load()) {
         absl::Status formed = FormGroup();
         if (!formed.ok()) {
+          if (backend_unusable_) return formed;
           if (stop_) continue;
           if (!IsCommunicationError(formed) && formed.code() != absl::StatusCode::kNotFound) {
             return formed;
@@ -376,11 +383,7 @@ class WorkerRuntime::Impl {
   }
 
   absl::Status FormGroup() {
-    {
-      absl::MutexLock lock(&comm_mu_);
-      if (comm_ != nullptr) comm_->Abort();
-      comm_.reset();
-    }
+    DropComms();
     uint64_t generation = latest_generation_.load();
     GroupView view;
     while (true) {
@@ -439,6 +442,19 @@ class WorkerRuntime::Impl {
       absl::MutexLock lock(&comm_mu_);
       comm_ = NewTransportCommunicator(std::move(links), view.generation);
     }
+    if (options_.connect_data) {
+      auto data = options_.connect_data(view, rank_, Comm(), deadline);
+      if (!data.ok()) {
+        // A backend that cannot work here (no GPU, a group that is not the
+        // MPI job) will not work in the next generation either.
+        const absl::StatusCode code = data.status().code();
+        backend_unusable_ = code == absl::StatusCode::kFailedPrecondition ||
+                            code == absl::StatusCode::kInvalidArgument;
+        return data.status();
+      }
+      absl::MutexLock lock(&comm_mu_);
+      data_comm_ = *std::move(data);
+    }
 
     // The group's state: the committed checkpoint after a rollback, rank 0's
     // otherwise (it adds only joiners, and members hold the live model).
@@ -457,7 +473,7 @@ class WorkerRuntime::Impl {
         return Annotate(reader.status(), absl::StrCat("loading step ", view.resume_step));
       }
     } else {
-      RETURN_IF_ERROR(trainer_->BroadcastState(comm, 0, Deadline()));
+      RETURN_IF_ERROR(trainer_->BroadcastState(DataComm(), 0, Deadline()));
     }
     // Invariant 3: every member compares its state digest with the others'.
     std::vector<int64_t> digests(world_);
@@ -467,7 +483,7 @@ class WorkerRuntime::Impl {
       if (digests[r] == digests[0]) continue;
       std::cerr << "worker " << worker_id_ << ": generation " << view.generation << ": rank " << r
                 << "'s state differs from rank 0's; re-broadcasting from rank 0\n";
-      RETURN_IF_ERROR(trainer_->BroadcastState(comm, 0, Deadline()));
+      RETURN_IF_ERROR(trainer_->BroadcastState(DataComm(), 0, Deadline()));
       break;
     }
     ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
@@ -508,6 +524,11 @@ class WorkerRuntime::Impl {
   Communicator* Comm() {
     absl::MutexLock lock(&comm_mu_);
     return comm_.get();
+  }
+  // Where the trainer's collectives run.
+  Communicator* DataComm() {
+    absl::MutexLock lock(&comm_mu_);
+    return data_comm_ != nullptr ? data_comm_.get() : comm_.get();
   }
 
   // Reads up to `sequences` sequences into one batch, leasing a shard when
@@ -617,7 +638,7 @@ class WorkerRuntime::Impl {
       torch::NoGradGuard no_grad;
       model_->trainable().values().narrow(0, 0, 1).fill_(std::nan(""));
     }
-    ASSIGN_OR_RETURN(TrainStepResult result, trainer_->Step(batches, comm, rank_));
+    ASSIGN_OR_RETURN(TrainStepResult result, trainer_->Step(batches, DataComm(), rank_));
     held_ = cursor;  // the step happened: its reads count
     for (const auto& [shard, offset] : touched) pending_.push_back(Report(shard, offset, step));
     // The step is applied whatever the coordinator answers (a regroup is
@@ -829,6 +850,7 @@ class WorkerRuntime::Impl {
   absl::Mutex heard_mu_;
   absl::Time heard_at_ ABSL_GUARDED_BY(heard_mu_) = absl::Now();
   bool leave_ = false;
+  bool backend_unusable_ = false;  // connect_data failed for good
   int rank_ = 0;
   int world_ = 1;
   uint64_t epoch_ = 0;  // the group's, see AgreeOnEpoch
@@ -838,7 +860,8 @@ class WorkerRuntime::Impl {
   // The heartbeat thread aborts comm_ under comm_mu_; the training thread
   // replaces it under comm_mu_ and uses it through Comm().
   absl::Mutex comm_mu_;
-  std::unique_ptr<Communicator> comm_ ABSL_GUARDED_BY(comm_mu_);
+  std::unique_ptr<Communicator> comm_ ABSL_GUARDED_BY(comm_mu_);       // TCP
+  std::unique_ptr<Communicator> data_comm_ ABSL_GUARDED_BY(comm_mu_);  // connect_data's
   std::thread heartbeat_;
   absl::Notification heartbeat_stop_;
 };

@@ -12,6 +12,10 @@
 //  3. queue a progress report per shard the step consumed, flush the queue
 //     and EndStep(step); if the coordinator asks, rank 0 uploads the
 //     checkpoint of this step before its next one.
+// Backends: the group always connects over TCP (the runtime's own small
+// collectives: sample counts, state digests, the epoch), and the trainer's
+// collectives run on WorkerOptions.connect_data's communicator when given.
+//
 // Regroup: the communicator of the old generation is aborted, the worker
 // rendezvouses on the new one and gets the group's state: from the
 // coordinator's checkpoint when the generation rolls back (a member left),
@@ -39,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+#include "collectives/communicator.h"
 #include "coordinator/client.h"
 #include "worker/model.h"
 
@@ -89,6 +94,14 @@ struct WorkerOptions {
   // parameters turn NaN before it trains, as a broken GPU or a bad kernel
   // would make its gradients. 0 = never.
   uint64_t fault_nan_from_step = 0;
+  // The communicator the trainer's collectives (gradients, state broadcasts)
+  // run on, made for each generation once its TCP group has formed: how the
+  // CLI's `--backend mpi|nccl` plugs in. `control` is that TCP group (it
+  // keeps carrying the runtime's own small collectives, and can hand rank
+  // 0's NCCL id to the others). Empty: the TCP group carries everything.
+  std::function<absl::StatusOr<std::unique_ptr<Communicator>>(
+      const GroupView& view, int rank, Communicator* control, absl::Time deadline)>
+      connect_data;
   // Called after every step on the training thread.
   std::function<void(const WorkerProgress&)> on_step;
   // Called after every generation this worker formed, on the training thread.
