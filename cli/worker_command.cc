@@ -132,6 +132,8 @@ int RunWorker(const WorkerArgs& args) {
                           {"generation", p.generation},
                           {"tokens_per_s", p.tokens_per_s},
                           {"samples", p.group_samples},
+                          {"rounds", p.rounds},
+                          {"round_ended", p.round_ended},
                           {"unix_ms", absl::ToUnixMillis(absl::Now())}};
       if (!std::isnan(p.validation_loss)) j["validation_loss"] = p.validation_loss;
       std::cout << j.dump() << std::endl;
@@ -185,7 +187,10 @@ int RunWorker(const WorkerArgs& args) {
     nlohmann::json done = {{"done", true},
                            {"worker", (*runtime)->worker_id()},
                            {"step", (*runtime)->step()},
-                           {"digest", absl::StrFormat("%016x", (*runtime)->StateDigest())}};
+                           {"digest", absl::StrFormat("%016x", (*runtime)->StateDigest())},
+                           // What every member must hold alike (diloco:
+                           // inner optimizer state is each worker's own).
+                           {"shared_digest", absl::StrFormat("%016x", (*runtime)->SharedDigest())}};
     std::cout << done.dump() << std::endl;
   }
   return 0;

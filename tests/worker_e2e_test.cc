@@ -189,6 +189,13 @@ class WorkerE2eTest : public ::testing::Test {
     job.mutable_access()->set_open(open);
     job.mutable_access()->set_min_workers(min_workers);
     job.set_max_steps(max_steps);
+    if (diloco_inner_steps_ > 0) {
+      job.set_mode(v1::SYNC_MODE_DILOCO);
+      job.mutable_diloco()->set_inner_steps(diloco_inner_steps_);
+      job.mutable_diloco()->set_outer_learning_rate(0.7);
+      job.mutable_diloco()->set_outer_momentum(0.9);
+      job.mutable_checkpoint()->set_every_steps(3);  // rounds
+    }
     auto submitted = admin_->SubmitJob(admin, job, "submit-1");
     ASSERT_TRUE(submitted.ok()) << submitted.status();
   }
@@ -216,7 +223,10 @@ class WorkerE2eTest : public ::testing::Test {
   // workers arrive interleaved, and a member may die before it prints).
   void Record(const nlohmann::json& line) {
     if (line.contains("done") || line.contains("event")) return;
-    const uint64_t step = line["step"];
+    // DiLoCo: the coordinator's step is the round; only a round's last line
+    // has the group's samples.
+    if (diloco_inner_steps_ > 0 && !line.value("round_ended", false)) return;
+    const uint64_t step = diloco_inner_steps_ > 0 ? line["rounds"] : line["step"];
     const uint64_t generation = line["generation"];
     auto it = generation_at_step_.find(step);
     if (it != generation_at_step_.end() && it->second > generation) return;
@@ -367,6 +377,7 @@ class WorkerE2eTest : public ::testing::Test {
     }
   }
 
+  uint32_t diloco_inner_steps_ = 0;  // > 0: the job trains in diloco mode
   std::string dir_;
   std::string run_;  // tells apart the directories of a test's separate runs
   Dataset dataset_;
@@ -577,6 +588,60 @@ TEST_F(WorkerE2eTest, NcclBackendWithoutAGpuExitsNamingWhy) {
       workers, [](int, const nlohmann::json&) {}, absl::Seconds(30));
   ExpectExited(workers, {1}, 1);
   EXPECT_THAT(workers[1]->LogTail(), HasSubstr("picks the GPU of --backend nccl"));
+}
+
+// DiLoCo through the runtime: three workers exchange only at round ends
+// (every 4 inner steps); one is SIGKILLed mid-run. The survivors roll back
+// to the last round checkpoint, finish every round, end with the same outer
+// model, and the ledger counts every sample of the surviving rounds once.
+TEST_F(WorkerE2eTest, DilocoRunSurvivesAKilledWorkerWithEverySampleOnce) {
+  diloco_inner_steps_ = 4;
+  constexpr uint64_t kRounds = 10;
+  StartCoordinator(0, kRounds * 4, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  bool killed = false;
+  uint64_t rounds_of_three = 0;
+  std::map<int, std::string> shared;
+  Drive(workers, [&](int i, const nlohmann::json& line) {
+    if (line.contains("shared_digest")) shared[i] = line["shared_digest"];
+    if (line.value("round_ended", false) && line["world"] == 3) rounds_of_three = line["rounds"];
+    // Mid-round, once the group of three has ended round 4.
+    if (!killed && rounds_of_three >= 4 && !line.value("round_ended", true)) {
+      workers[2]->Kill();
+      killed = true;
+    }
+  });
+  ASSERT_TRUE(killed);
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(shared.count(0), 1u);
+  ASSERT_EQ(shared.count(1), 1u);
+  EXPECT_EQ(shared[0], shared[1]);
+  EXPECT_EQ(world_at_step_.size(), kRounds);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  ExpectLedgerCountsEverySampleOnce(kRounds);
+}
+
+// DiLoCo across an epoch's end: a worker whose slot runs dry ends its rounds
+// early and takes part in the exchanges with nothing, the group moves to the
+// next epoch together, and every sample is counted once.
+TEST_F(WorkerE2eTest, DilocoRunCrossesAnEpochWithEverySampleOnce) {
+  diloco_inner_steps_ = 8;
+  // Two workers read 8 sequences per inner step between them.
+  const uint64_t rounds = (EpochSequences() * 3 / 2) / (8 * diloco_inner_steps_) + 1;
+  StartCoordinator(0, rounds * diloco_inner_steps_, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  std::map<int, std::string> shared;
+  Drive(workers, [&](int i, const nlohmann::json& line) {
+    if (line.contains("shared_digest")) shared[i] = line["shared_digest"];
+  });
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(shared.size(), 2u);
+  EXPECT_EQ(shared[0], shared[1]);
+  EXPECT_EQ(world_at_step_.size(), rounds);
+  EXPECT_GT(TrainedSequences(), EpochSequences());
+  ExpectLedgerCountsEverySampleOnce(rounds);
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {

@@ -150,14 +150,16 @@ class WorkerRuntime::Impl {
     RETURN_IF_ERROR(ConfigureComputeThreads(options_.threads).status());
     ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
     job_ = job.spec();
-    if (job_.mode() == v1::SYNC_MODE_DILOCO) {
-      return absl::UnimplementedError(
-          "the worker runtime trains sync jobs so far; diloco runs through the Trainer API");
-    }
     max_steps_ = options_.max_steps > 0 ? options_.max_steps : job_.max_steps();
     if (max_steps_ == 0) return absl::InvalidArgumentError("the job has no max_steps; pass one");
     RETURN_IF_ERROR(OpenDataset());
     RETURN_IF_ERROR(FreshModel());
+    if (Diloco()) {
+      // max_steps counts inner steps; the group stops after the round that
+      // reaches them (with a round time limit, rounds may hold fewer).
+      const uint64_t h = trainer_->config().inner_steps;
+      max_rounds_ = (max_steps_ + h - 1) / h;
+    }
 
     const std::string host =
         options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
@@ -179,7 +181,9 @@ class WorkerRuntime::Impl {
 
   const std::string& worker_id() const { return worker_id_; }
   uint64_t step() const { return trainer_ ? trainer_->step() : 0; }
+  uint64_t rounds() const { return trainer_ ? trainer_->rounds() : 0; }
   uint64_t StateDigest() const { return trainer_ ? trainer_->StateDigest() : 0; }
+  uint64_t SharedDigest() const { return trainer_ ? trainer_->OuterDigest() : 0; }
   Model* model() { return model_.get(); }
 
  private:
@@ -344,7 +348,7 @@ class WorkerRuntime::Impl {
         }
         need_group = false;
       }
-      if (trainer_->step() >= max_steps_) {
+      if (Done()) {
         const absl::Status finished = Finish();
         // The group changed before the last step was committed: regroup (a
         // rollback resumes below max_steps) and train on.
@@ -352,7 +356,7 @@ class WorkerRuntime::Impl {
         need_group = true;
         continue;
       }
-      absl::Status stepped = StepOnce();
+      absl::Status stepped = Diloco() ? InnerStepOnce() : StepOnce();
       if (stepped.ok()) continue;
       if (stepped.code() == absl::StatusCode::kDataLoss &&
           absl::StrContains(stepped.message(), "this worker's own")) {
@@ -472,19 +476,34 @@ class WorkerRuntime::Impl {
       } else {
         return Annotate(reader.status(), absl::StrCat("loading step ", view.resume_step));
       }
-    } else {
+    } else if (!Diloco()) {
       RETURN_IF_ERROR(trainer_->BroadcastState(DataComm(), 0, Deadline()));
     }
-    // Invariant 3: every member compares its state digest with the others'.
-    std::vector<int64_t> digests(world_);
-    digests[rank_] = static_cast<int64_t>(trainer_->StateDigest());
-    RETURN_IF_ERROR(comm->AllGather(TensorView::Of(digests.data(), digests.size()), Deadline()));
+    out_of_data_ = false;  // the slots may have changed: look again
+    round_samples_ = 0;
+    // Invariant 3: every member compares what members share (OuterDigest:
+    // all of it in sync mode) with the others', and takes the state of the
+    // member furthest on when they differ (in sync mode every member is at
+    // the same step, so that is rank 0). In diloco mode members keep their
+    // own inner progress while they agree; a joiner, or a member that missed
+    // the end of a round exchange others completed, gets the leader's state,
+    // which holds every member's work of that round.
+    std::vector<int64_t> shared(2 * world_);
+    shared[2 * rank_] = static_cast<int64_t>(trainer_->OuterDigest());
+    shared[2 * rank_ + 1] = static_cast<int64_t>(BoundaryStep());
+    RETURN_IF_ERROR(comm->AllGather(TensorView::Of(shared.data(), shared.size()), Deadline()));
+    int leader = 0;
+    bool agree = true;
     for (int r = 1; r < world_; ++r) {
-      if (digests[r] == digests[0]) continue;
-      std::cerr << "worker " << worker_id_ << ": generation " << view.generation << ": rank " << r
-                << "'s state differs from rank 0's; re-broadcasting from rank 0\n";
-      RETURN_IF_ERROR(trainer_->BroadcastState(DataComm(), 0, Deadline()));
-      break;
+      if (shared[2 * r + 1] > shared[2 * leader + 1]) leader = r;
+      agree = agree && shared[2 * r] == shared[0];
+    }
+    if (!agree) {
+      if (!Diloco() || view.from_checkpoint) {
+        std::cerr << "worker " << worker_id_ << ": generation " << view.generation
+                  << ": the members' states differ; re-broadcasting from rank " << leader << "\n";
+      }
+      RETURN_IF_ERROR(trainer_->BroadcastState(DataComm(), leader, Deadline()));
     }
     ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
     RETURN_IF_ERROR(AgreeOnEpoch(job.epoch()));
@@ -517,6 +536,14 @@ class WorkerRuntime::Impl {
     RETURN_IF_ERROR(Comm()->AllGather(TensorView::Of(epochs.data(), epochs.size()), Deadline()));
     epoch_ = static_cast<uint64_t>(*std::max_element(epochs.begin(), epochs.end()));
     return absl::OkStatus();
+  }
+
+  bool Diloco() const { return job_.mode() == v1::SYNC_MODE_DILOCO; }
+  // The step the coordinator counts: steps in sync mode, rounds in diloco
+  // mode (a round's inner steps are each worker's own business).
+  uint64_t BoundaryStep() const { return Diloco() ? trainer_->rounds() : trainer_->step(); }
+  bool Done() const {
+    return Diloco() ? trainer_->rounds() >= max_rounds_ : trainer_->step() >= max_steps_;
   }
 
   // The current communicator. Only the training thread replaces it, so the
@@ -569,7 +596,7 @@ class WorkerRuntime::Impl {
         // Leased at its tail (a shard shorter than one sequence): nothing to
         // train, so report it finished at once and lease another.
         RETURN_IF_ERROR(FlushReports());
-        auto reported = client_->ReportProgress(Report(held.id, held.size, trainer_->step() + 1));
+        auto reported = client_->ReportProgress(Report(held.id, held.size, BoundaryStep() + 1));
         if (!reported.ok()) {
           if (reported.status().code() == absl::StatusCode::kUnavailable) {
             *step_done = true;
@@ -648,22 +675,106 @@ class WorkerRuntime::Impl {
     if (rank_ == 0 && job_.eval_every_steps() > 0 && step % job_.eval_every_steps() == 0) {
       ASSIGN_OR_RETURN(validation_loss, ValidationLoss());
     }
-    if (options_.on_step) {
-      WorkerProgress progress;
-      progress.step = step;
-      progress.max_steps = max_steps_;
-      progress.loss = result.loss;
-      progress.rank = rank_;
-      progress.world_size = world_;
-      progress.generation = generation_;
-      progress.group_samples = static_cast<int64_t>(total);
-      progress.validation_loss = validation_loss;
-      const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-      progress.tokens_per_s =
-          seconds > 0 ? samples * job_.model().gpt().context_length() / seconds : 0;
-      options_.on_step(progress);
-    }
+    ShowStep(start, result, static_cast<int64_t>(total), validation_loss);
     return ended;
+  }
+
+  // diloco: one inner step on this worker's data, with no collective; the
+  // step that ends a round (its H-th inner step, the round's time limit, or
+  // no data left in this worker's slot) runs the exchange, and then the
+  // round is a step boundary: the members sum what they trained in it and
+  // how many ran out of data (all of them: the epoch's end), and EndStep
+  // the round. Progress reports carry the round they belong to.
+  absl::Status InnerStepOnce() {
+    const absl::Time start = absl::Now();
+    const uint64_t round = trainer_->rounds() + 1;
+    const int64_t micro = job_.batch().micro_batch_size() > 0 ? job_.batch().micro_batch_size() : 8;
+    const int64_t global = job_.batch().global_batch_size();
+    const int64_t accumulation = std::max<int64_t>(1, global / (micro * world_));
+
+    std::optional<HeldShard> cursor = held_;
+    std::vector<std::pair<uint32_t, uint64_t>> touched;
+    std::vector<Batch> batches;
+    bool step_done = false;
+    const bool read = !out_of_data_ && !trainer_->exchange_pending();
+    for (int64_t i = 0; i < accumulation && !step_done && read; ++i) {
+      RETURN_IF_ERROR(Read(micro, &cursor, &touched, &batches, &step_done));
+    }
+    TrainStepResult result;
+    if (trainer_->exchange_pending()) {
+      // The round's exchange failed and the group formed again as it was:
+      // redo the exchange (every member does), then end the round.
+      ASSIGN_OR_RETURN(result, trainer_->FinishRound(DataComm()));
+    } else if (batches.empty()) {
+      // Nothing left in this worker's slot: it ends its round now and takes
+      // part in the exchange with what it trained (others may train on).
+      out_of_data_ = true;
+      ASSIGN_OR_RETURN(result, trainer_->FinishRound(DataComm()));
+    } else {
+      if (options_.fault_nan_from_step > 0 &&
+          trainer_->step() + 1 >= options_.fault_nan_from_step) {
+        torch::NoGradGuard no_grad;
+        model_->trainable().values().narrow(0, 0, 1).fill_(std::nan(""));
+      }
+      const uint64_t before = trainer_->step();
+      absl::StatusOr<TrainStepResult> stepped = trainer_->Step(batches, DataComm(), rank_);
+      if (trainer_->step() > before) {
+        // The inner step is applied, even when the round's exchange after
+        // it failed (it is redone after the regroup): its reads count.
+        held_ = cursor;
+        for (const Batch& b : batches) round_samples_ += b.samples();
+        for (const auto& [shard, offset] : touched) {
+          pending_.push_back(Report(shard, offset, round));
+        }
+      }
+      if (!stepped.ok()) return stepped.status();
+      result = *stepped;
+    }
+    if (!result.exchanged) {
+      // Mid-round: the reports go now (the coordinator releases a finished
+      // shard only then), the round's EndStep comes at its end.
+      const absl::Status flushed = FlushReports();
+      if (!flushed.ok() && flushed.code() != absl::StatusCode::kUnavailable) return flushed;
+      if (!flushed.ok()) RETURN_IF_ERROR(CheckOutage());
+      ShowStep(start, result, 0, std::numeric_limits<double>::quiet_NaN());
+      return absl::OkStatus();
+    }
+    // The round's end, for every member.
+    std::vector<double> sums = {static_cast<double>(round_samples_), out_of_data_ ? 1.0 : 0.0};
+    RETURN_IF_ERROR(
+        Comm()->AllReduce(TensorView::Of(sums.data(), sums.size()), ReduceOp::kSum, Deadline()));
+    round_samples_ = 0;
+    const bool epoch_done = static_cast<int>(sums[1]) == world_;
+    const absl::Status ended = epoch_done ? EndOfEpoch() : ReportAndEndStep(round);
+    if (epoch_done && ended.ok()) out_of_data_ = false;
+    double validation_loss = std::numeric_limits<double>::quiet_NaN();
+    if (rank_ == 0 && job_.eval_every_steps() > 0 && round % job_.eval_every_steps() == 0) {
+      ASSIGN_OR_RETURN(validation_loss, ValidationLoss());
+    }
+    ShowStep(start, result, static_cast<int64_t>(sums[0]), validation_loss);
+    return ended;
+  }
+
+  // Calls on_step. `group_samples`: what the whole group trained in the
+  // step (sync) or the round that just ended (diloco; 0 mid-round).
+  void ShowStep(absl::Time start, const TrainStepResult& result, int64_t group_samples,
+                double validation_loss) {
+    if (!options_.on_step) return;
+    WorkerProgress progress;
+    progress.step = trainer_->step();
+    progress.max_steps = max_steps_;
+    progress.rounds = trainer_->rounds();
+    progress.round_ended = Diloco() && result.exchanged;
+    progress.loss = result.loss;
+    progress.rank = rank_;
+    progress.world_size = world_;
+    progress.generation = generation_;
+    progress.group_samples = group_samples;
+    progress.validation_loss = validation_loss;
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    progress.tokens_per_s =
+        seconds > 0 ? result.samples * job_.model().gpt().context_length() / seconds : 0;
+    options_.on_step(progress);
   }
 
   // The loss on the start of the validation split (the same sequences every
@@ -785,7 +896,7 @@ class WorkerRuntime::Impl {
   // others wait for that commit, then the group moves to the next epoch
   // together (or stops: the job's last epoch is done).
   absl::Status EndOfEpoch() {
-    const uint64_t step = trainer_->step();
+    const uint64_t step = BoundaryStep();
     RETURN_IF_ERROR(ReportAndEndStep(step));
     RETURN_IF_ERROR(Upload(step));
     const absl::Time give_up = Deadline();
@@ -811,7 +922,7 @@ class WorkerRuntime::Impl {
   // max_steps reached: rank 0 commits the last step, the others wait for
   // that commit, then everyone leaves.
   absl::Status Finish() {
-    const uint64_t step = trainer_->step();
+    const uint64_t step = BoundaryStep();
     // A member that finished first has left, which makes a new generation:
     // that regroup signal is no reason to stop when the step is committed.
     const absl::Status ended = ReportAndEndStep(step);
@@ -836,6 +947,7 @@ class WorkerRuntime::Impl {
   int listen_port_ = 0;
   v1::JobSpec job_;
   uint64_t max_steps_ = 0;
+  uint64_t max_rounds_ = 0;  // diloco
   Dataset dataset_;
   std::map<std::string, std::unique_ptr<TokenShard>> shards_;
   std::vector<Batch> validation_;  // built at the first evaluation
@@ -855,6 +967,10 @@ class WorkerRuntime::Impl {
   int world_ = 1;
   uint64_t epoch_ = 0;  // the group's, see AgreeOnEpoch
   std::optional<HeldShard> held_;
+  // diloco: this worker found no data in its slot this epoch, and the
+  // sequences it trained in the current round.
+  bool out_of_data_ = false;
+  int64_t round_samples_ = 0;
   std::deque<ProgressReport> pending_;
 
   // The heartbeat thread aborts comm_ under comm_mu_; the training thread
@@ -879,7 +995,9 @@ absl::Status WorkerRuntime::Run() { return impl_->Run(); }
 void WorkerRuntime::Stop() { impl_->Stop(); }
 const std::string& WorkerRuntime::worker_id() const { return impl_->worker_id(); }
 uint64_t WorkerRuntime::step() const { return impl_->step(); }
+uint64_t WorkerRuntime::rounds() const { return impl_->rounds(); }
 uint64_t WorkerRuntime::StateDigest() const { return impl_->StateDigest(); }
+uint64_t WorkerRuntime::SharedDigest() const { return impl_->SharedDigest(); }
 Model* WorkerRuntime::model() { return impl_->model(); }
 
 }  // namespace potluck

@@ -22,6 +22,15 @@
 // by broadcast from rank 0 when it only adds joiners. Members then compare
 // state digests; a mismatch is logged and repaired by a broadcast from rank 0.
 //
+// DiLoCo jobs (mode diloco): inner steps run without any collective; the
+// step that ends a round runs the exchange (Trainer), and the round is the
+// coordinator's step: reports carry it, EndStep and checkpoints happen at
+// round ends, and max_steps (inner steps) becomes ceil(max_steps / H)
+// rounds. A worker whose slot has no data left ends its rounds at once and
+// takes part in the exchanges with nothing; when all have none, the epoch
+// ends. Members keep their own inner state across regroups while their
+// outer state agrees (Trainer::OuterDigest).
+//
 // A dead peer shows up as a failed collective: the survivors wait for the
 // coordinator to notice the lapsed lease (lease + heartbeat), then regroup
 // and redo the step. While the coordinator is unreachable the worker keeps
@@ -50,14 +59,18 @@
 namespace potluck {
 
 struct WorkerProgress {
-  uint64_t step = 0;
+  uint64_t step = 0;  // (inner) optimizer steps this worker has taken
   uint64_t max_steps = 0;
+  uint64_t rounds = 0;       // diloco: rounds the group has completed
+  bool round_ended = false;  // diloco: this step ended a round
   double loss = 0;
   int rank = 0;
   int world_size = 1;
   uint64_t generation = 0;
-  double tokens_per_s = 0;    // this worker's, over its last step
-  int64_t group_samples = 0;  // sequences the whole group trained in the step
+  double tokens_per_s = 0;  // this worker's, over its last step
+  // Sequences the whole group trained in the step (sync), or in the round
+  // that just ended (diloco; 0 on the round's other steps).
+  int64_t group_samples = 0;
   // Rank 0, every job.eval_every_steps: the validation loss after the step;
   // NaN on other steps and ranks.
   double validation_loss = std::numeric_limits<double>::quiet_NaN();
@@ -126,7 +139,9 @@ class WorkerRuntime {
   const std::string& worker_id() const;
   // After Run: the trainer's step and state digest (tests compare workers).
   uint64_t step() const;
+  uint64_t rounds() const;  // diloco
   uint64_t StateDigest() const;
+  uint64_t SharedDigest() const;  // Trainer::OuterDigest
   Model* model();
 
  private:

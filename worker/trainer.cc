@@ -128,6 +128,7 @@ class Trainer::Impl {
   }
 
   bool diloco() const { return config_.mode == v1::SYNC_MODE_DILOCO; }
+  bool exchange_pending() const { return exchange_pending_; }
 
   absl::StatusOr<TrainStepResult> Step(absl::Span<const Batch> batches, Communicator* comm,
                                        int rank) {
@@ -210,6 +211,17 @@ class Trainer::Impl {
     }
     result.step = step_;
     result.rounds = rounds_;
+    return result;
+  }
+
+  absl::StatusOr<TrainStepResult> FinishRound(Communicator* comm) {
+    if (!diloco()) return absl::FailedPreconditionError("a sync job has no rounds");
+    exchange_pending_ = true;
+    RETURN_IF_ERROR(OuterStep(comm));
+    TrainStepResult result;
+    result.step = step_;
+    result.rounds = rounds_;
+    result.exchanged = true;
     return result;
   }
 
@@ -306,6 +318,17 @@ class Trainer::Impl {
     for (const TensorToSave& t : StateTensors())
       checksum.Update(t.data.data(), t.data.size_bytes());
     checksum.Update(StateBlob());
+    return checksum.Digest();
+  }
+
+  uint64_t OuterDigest() const {
+    if (!diloco()) return StateDigest();
+    Checksummer checksum;
+    for (const torch::Tensor* t : {&start_, &momentum_}) {
+      const TensorView v = ViewOf(*t, dtype_);
+      checksum.Update(v.data(), v.size_bytes());
+    }
+    checksum.Update(absl::StrCat(rounds_));
     return checksum.Digest();
   }
 
@@ -457,12 +480,17 @@ absl::StatusOr<TrainStepResult> Trainer::Step(absl::Span<const Batch> micro_batc
                                               Communicator* comm, int rank) {
   return impl_->Step(micro_batches, comm, rank);
 }
+absl::StatusOr<TrainStepResult> Trainer::FinishRound(Communicator* comm) {
+  return impl_->FinishRound(comm);
+}
 absl::StatusOr<double> Trainer::Evaluate(absl::Span<const Batch> batches) {
   return impl_->Evaluate(batches);
 }
+uint64_t Trainer::OuterDigest() const { return impl_->OuterDigest(); }
 uint64_t Trainer::step() const { return impl_->step_; }
 uint64_t Trainer::rounds() const { return impl_->rounds_; }
 uint32_t Trainer::inner_steps_in_round() const { return impl_->inner_in_round_; }
+bool Trainer::exchange_pending() const { return impl_->exchange_pending(); }
 const TrainingConfig& Trainer::config() const { return impl_->config_; }
 std::vector<TensorToSave> Trainer::StateTensors() const { return impl_->StateTensors(); }
 std::string Trainer::StateBlob() const { return impl_->StateBlob(); }

@@ -109,6 +109,13 @@ class Trainer {
   absl::StatusOr<TrainStepResult> Step(absl::Span<const Batch> micro_batches, Communicator* comm,
                                        int rank = 0);
 
+  // diloco: ends the current round now, whatever its inner steps: the
+  // exchange and the outer step, weighted by the samples this worker trained
+  // in the round (a worker out of data takes part with what it has, possibly
+  // nothing: weight 0; some member must have trained). kFailedPrecondition in
+  // sync mode. Errors as Step's outer exchange.
+  absl::StatusOr<TrainStepResult> FinishRound(Communicator* comm);
+
   // The mean loss over `batches`, without gradients or dropout.
   absl::StatusOr<double> Evaluate(absl::Span<const Batch> batches);
 
@@ -116,6 +123,8 @@ class Trainer {
   uint64_t rounds() const;
   // diloco: inner steps taken in the current round (0 at a round boundary).
   uint32_t inner_steps_in_round() const;
+  // diloco: the round's exchange failed and has not been redone yet.
+  bool exchange_pending() const;
   const TrainingConfig& config() const;
 
   // The complete trainer state: parameters ("param/<name>", views of the
@@ -134,6 +143,10 @@ class Trainer {
   // XXH3 of the state's bytes and counters: equal on every member exactly
   // when their models and optimizers are bitwise equal.
   uint64_t StateDigest() const;
+  // What members of a group share at every moment: the whole state in sync
+  // mode; in diloco mode the outer state (the round's start parameters,
+  // outer momentum, rounds), since inner progress is each worker's own.
+  uint64_t OuterDigest() const;
 
  private:
   class Impl;
