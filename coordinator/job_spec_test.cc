@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -94,6 +95,21 @@ TEST(JobSpec, YamlSequencesAndQuoting) {
   EXPECT_THAT(YamlToJson("a: 1\na: 2\n").status().message(), HasSubstr("duplicate key 'a'"));
   EXPECT_THAT(YamlToJson("a: &x 1\n").status().message(), HasSubstr("line 1: unsupported"));
   EXPECT_THAT(YamlToJson("- 1\n").status().message(), HasSubstr("must be a mapping"));
+}
+
+// The job files in deploy/jobs parse and pass validation as shipped.
+TEST(JobSpec, ShippedJobFilesAreValid) {
+  int files = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(POTLUCK_SOURCE_DIR) + "/deploy/jobs")) {
+    std::ifstream in(entry.path());
+    const std::string yaml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto spec = ParseJobSpecYaml(yaml);
+    ASSERT_TRUE(spec.ok()) << entry.path() << ": " << spec.status();
+    EXPECT_TRUE(ValidateJobSpec(*spec).ok()) << entry.path() << ": " << ValidateJobSpec(*spec);
+    ++files;
+  }
+  EXPECT_GE(files, 2);
 }
 
 TEST(JobSpec, UnknownJsonFieldIsNamed) {

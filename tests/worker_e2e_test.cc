@@ -644,6 +644,25 @@ TEST_F(WorkerE2eTest, DilocoRunCrossesAnEpochWithEverySampleOnce) {
   ExpectLedgerCountsEverySampleOnce(rounds);
 }
 
+// On a machine with two GPUs (tests/gpu/run.sh): two workers exchange their
+// gradients with NCCL, one GPU each, and end identical with every sample
+// counted once.
+TEST_F(WorkerE2eTest, NcclBackendTrainsTwoWorkersOnTwoGpus) {
+  if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs 2 GPUs; " << DescribeGpus();
+  constexpr uint64_t kSteps = 12;
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(
+        StartWorker(i, "", {"--backend", "nccl", "--device", absl::StrCat("cuda:", i)}));
+  }
+  auto digests = Drive(workers, [](int, const nlohmann::json&) {});
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(digests.size(), 2u);
+  EXPECT_EQ(digests[0], digests[1]);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {
   StartCoordinator(0, 4, /*open=*/false);
   auto other = admin_->CreateToken(admin_token_, "e2e", absl::Hours(1));

@@ -744,13 +744,17 @@ class WorkerRuntime::Impl {
     RETURN_IF_ERROR(
         Comm()->AllReduce(TensorView::Of(sums.data(), sums.size()), ReduceOp::kSum, Deadline()));
     round_samples_ = 0;
+    // (An empty round, nobody having trained in it, did not count.)
+    const uint64_t ended_round = BoundaryStep();
     const bool epoch_done = static_cast<int>(sums[1]) == world_;
-    const absl::Status ended = epoch_done ? EndOfEpoch() : ReportAndEndStep(round);
+    const absl::Status ended = epoch_done ? EndOfEpoch() : ReportAndEndStep(ended_round);
     if (epoch_done && ended.ok()) out_of_data_ = false;
     double validation_loss = std::numeric_limits<double>::quiet_NaN();
-    if (rank_ == 0 && job_.eval_every_steps() > 0 && round % job_.eval_every_steps() == 0) {
+    if (rank_ == 0 && job_.eval_every_steps() > 0 && ended_round % job_.eval_every_steps() == 0 &&
+        sums[0] > 0) {
       ASSIGN_OR_RETURN(validation_loss, ValidationLoss());
     }
+    if (sums[0] == 0) result.exchanged = false;  // shown as no round's end
     ShowStep(start, result, static_cast<int64_t>(sums[0]), validation_loss);
     return ended;
   }

@@ -411,6 +411,17 @@ class Trainer::Impl {
     torch::sub_out(delta_, start_, values);
     if (comm != nullptr && comm->world_size() > 1) {
       const absl::Time deadline = clock_->Now() + options_.collective_timeout;
+      // Members out of data end their rounds with nothing; when nobody
+      // trained (the epoch's end), the round is empty and did not happen.
+      double trained = static_cast<double>(round_samples_);
+      RETURN_IF_ERROR(
+          Annotate(comm->AllReduce(TensorView::Of(&trained, 1), ReduceOp::kSum, deadline),
+                   absl::StrCat("all-reduce of round ", rounds_ + 1, "'s sample count")));
+      if (trained == 0) {
+        inner_in_round_ = 0;
+        exchange_pending_ = false;
+        return absl::OkStatus();
+      }
       const auto weight = static_cast<double>(round_samples_);
       const std::string context =
           absl::StrCat("all-reduce of round ", rounds_ + 1, "'s pseudo-gradient");

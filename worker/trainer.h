@@ -11,7 +11,8 @@
 //   hold fast ones back) the same Step also runs the outer step: the
 //   pseudo-gradient (round start - now) is all-reduced, optionally as int8
 //   with error feedback, weighted by the samples each worker trained in the
-//   round, and an outer Nesterov-momentum SGD step moves the round's start
+//   round (summed first: a round nobody trained in is empty and changes
+//   nothing), and an outer Nesterov-momentum SGD step moves the round's start
 //   parameters. Outer parameters are identical everywhere; inner optimizer
 //   state is each worker's own.
 //
@@ -112,8 +113,9 @@ class Trainer {
   // diloco: ends the current round now, whatever its inner steps: the
   // exchange and the outer step, weighted by the samples this worker trained
   // in the round (a worker out of data takes part with what it has, possibly
-  // nothing: weight 0; some member must have trained). kFailedPrecondition in
-  // sync mode. Errors as Step's outer exchange.
+  // nothing: weight 0). If no member trained in the round, it is empty and
+  // nothing changes (rounds() stays). kFailedPrecondition in sync mode.
+  // Errors as Step's outer exchange.
   absl::StatusOr<TrainStepResult> FinishRound(Communicator* comm);
 
   // The mean loss over `batches`, without gradients or dropout.

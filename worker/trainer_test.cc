@@ -318,6 +318,55 @@ TEST_F(TrainerTest, DilocoWithOneInnerStepAndPlainOuterSgdIsParameterAveraging) 
   }
 }
 
+// A worker out of data ends its round early with FinishRound: its exchange
+// pairs with the others' round end, it adds weight 0 when it trained nothing,
+// and a round nobody trained in is empty: nothing changes, no round counts.
+TEST_F(TrainerTest, DilocoFinishRoundPairsWithTheOthersAndAnEmptyRoundChangesNothing) {
+  const v1::ModelSpec spec = TinyGptSpec(13, 6, 2, 2, 16);
+  TrainingConfig config;
+  config.mode = v1::SYNC_MODE_DILOCO;
+  config.inner_steps = 3;
+  config.outer_learning_rate = 0.7;
+  config.outer_momentum = 0.9;
+  std::vector<torch::Tensor> finals(2);
+  std::vector<uint64_t> digests(2);
+  RunRanks(2, [&](int rank, Communicator* comm) {
+    auto model = MustCreate(spec, 9, torch::kFloat64);
+    auto trainer = MustTrainer(model.get(), config);
+    // Round 1: rank 1 trains one inner step and ends early; rank 0 trains 3.
+    const int steps = rank == 0 ? 3 : 1;
+    for (int s = 0; s < steps; ++s) {
+      auto r = trainer->Step({RandomTokens(2, 6, 13, 10 * rank + s)}, comm, rank);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->exchanged, s == 2);
+    }
+    if (rank == 1) {
+      ASSERT_TRUE(trainer->FinishRound(comm).ok());
+    }
+    EXPECT_EQ(trainer->rounds(), 1u);
+    // Round 2: rank 1 has nothing (weight 0), rank 0 trains a full round.
+    if (rank == 0) {
+      for (int s = 0; s < 3; ++s) {
+        ASSERT_TRUE(trainer->Step({RandomTokens(2, 6, 13, 100 + s)}, comm, rank).ok());
+      }
+    } else {
+      ASSERT_TRUE(trainer->FinishRound(comm).ok());
+    }
+    EXPECT_EQ(trainer->rounds(), 2u);
+    // Round 3: nobody has data. Empty: nothing moves, no round counts.
+    const torch::Tensor before = model->trainable().values().clone();
+    auto empty = trainer->FinishRound(comm);
+    ASSERT_TRUE(empty.ok()) << empty.status();
+    EXPECT_EQ(trainer->rounds(), 2u);
+    EXPECT_TRUE(torch::equal(before, model->trainable().values()));
+    finals[rank] = model->trainable().values().clone();
+    digests[rank] = trainer->OuterDigest();
+  });
+  ASSERT_TRUE(finals[0].defined() && finals[1].defined());
+  EXPECT_TRUE(torch::equal(finals[0], finals[1]));
+  EXPECT_EQ(digests[0], digests[1]);
+}
+
 TEST_F(TrainerTest, NonFiniteGradientStopsTheStepOnEveryRankAndChangesNothing) {
   v1::ModelSpec spec;
   spec.mutable_mlp()->set_input_dim(3);

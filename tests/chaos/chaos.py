@@ -196,22 +196,37 @@ class Process:
             return None
 
 
+def coordinator_step(line, inner_steps):
+    """The step a worker's progress line ends, as the coordinator counts steps:
+    the step (sync), or the round for a round's last line (diloco, where
+    the other lines are inner steps and give None)."""
+    if "step" not in line or "generation" not in line:
+        return None
+    if inner_steps == 0:
+        return line["step"]
+    return line["rounds"] if line.get("round_ended") else None
+
+
 class Lineage:
     """What the group trained: per step, the newest generation's line wins (a
     redone step comes from a newer generation)."""
 
-    def __init__(self):
+    def __init__(self, inner_steps=0):
+        self.inner_steps = inner_steps  # > 0: a diloco job, whose steps are rounds
         self.steps = {}          # step -> (generation, samples, validation loss or None)
         self.computed = set()    # (generation, step): every step the group computed
         self.digests = {}        # worker -> digest of its state when it finished
 
     def add(self, worker, line):
         if line.get("done"):
-            self.digests[worker] = line["digest"]
+            # What every member must hold alike (diloco: inner optimizer
+            # state is each worker's own).
+            self.digests[worker] = line["shared_digest"]
             return
-        if "step" not in line or "generation" not in line:
+        step = coordinator_step(line, self.inner_steps)
+        if step is None:
             return
-        step, generation = line["step"], line["generation"]
+        generation = line["generation"]
         self.computed.add((generation, step))
         old = self.steps.get(step)
         if old is None or old[0] <= generation:
@@ -233,7 +248,7 @@ class Run:
         self.net = network
         self.job = job
         self.lines = queue.Queue()
-        self.lineage = Lineage()
+        self.lineage = Lineage(args.inner_steps)
         self.workers = {}
         self.coordinator = None
         self.address = f"{network.addresses['c']}:{PORT}"
@@ -281,16 +296,17 @@ class Run:
                 return
             if name.startswith("w"):
                 self.lineage.add(name, line)
-                if "step" in line and "generation" in line and line["step"] > self.last_step:
+                step = coordinator_step(line, self.args.inner_steps)
+                if step is not None and step > self.last_step:
                     ms = line["unix_ms"]
                     if self.last_ms is not None:
-                        dt = (ms - self.last_ms) / 1000.0 / (line["step"] - self.last_step)
+                        dt = (ms - self.last_ms) / 1000.0 / (step - self.last_step)
                         if 0 < dt < 30:
                             self.step_seconds = 0.8 * self.step_seconds + 0.2 * dt
                     if self.first_ms is None:
                         self.first_ms = ms
                     self.last_ms = ms
-                    self.last_step = line["step"]
+                    self.last_step = step
 
     def finished(self):
         return all(not w.alive() for w in self.workers.values())
@@ -326,7 +342,8 @@ def sequences_in(ledger):
 
 
 def make_job(args, steps):
-    return {
+    """The job; `steps` are rounds for a diloco job (--inner-steps)."""
+    job = {
         "job_id": "chaos",
         "seed": args.seed % 1000003,
         "mode": "SYNC_MODE_SYNC",
@@ -341,6 +358,12 @@ def make_job(args, steps):
         "eval_every_steps": steps,
         "eval_sequences": 64,
     }
+    if args.inner_steps > 0:
+        job["mode"] = "SYNC_MODE_DILOCO"
+        job["diloco"] = {"inner_steps": args.inner_steps, "outer_learning_rate": 0.7,
+                         "outer_momentum": 0.9}
+        job["max_steps"] = str(steps * args.inner_steps)
+    return job
 
 
 def fault_free(args, dirs, potluck, steps):
@@ -389,7 +412,11 @@ def main():
     parser.add_argument("--kinds", help="comma-separated fault kinds (profile default)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument("--checkpoint-every", type=int, default=10,
+                        help="steps (rounds for --inner-steps) between checkpoints")
+    parser.add_argument("--inner-steps", type=int, default=0,
+                        help="train a DiLoCo job with this many inner steps a round "
+                             "(steps, checkpoints and efficiency then count rounds)")
     parser.add_argument("--lease-seconds", type=int, default=3)
     parser.add_argument("--loss-tolerance", type=float, default=0.10,
                         help="relative; the final validation loss against the fault-free run's")

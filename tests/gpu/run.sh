@@ -14,3 +14,5 @@ cmake --build --preset default
 nvidia-smi -L || true
 ctest --preset default -L gpu --output-on-failure
 build/tests/common_test --gtest_filter='Gpu.*'
+# Workers with --backend nccl (needs two GPUs; skips with fewer).
+build/tests/worker_e2e_test --gtest_filter='*Nccl*'
