@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -227,26 +228,12 @@ class RemoteCheckpointWriter final : public CheckpointWriter, public CheckpointP
 
   absl::Status BeginEntry(absl::string_view name, EntryKind kind, DType dtype,
                           std::vector<int64_t> shape) override {
-    v1::PutCheckpointRequest message;
-    v1::PutCheckpointRequest::Entry* entry = message.mutable_entry();
-    entry->set_name(std::string(name));
-    entry->set_blob(kind == EntryKind::kBlob);
-    entry->set_dtype(static_cast<uint32_t>(dtype));
-    for (int64_t dim : shape) entry->add_shape(dim);
-    return Send(std::move(message));
+    return SendEntry(name, kind, dtype, shape, std::nullopt);
   }
 
   absl::Status BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
                           std::vector<int64_t> shape, uint64_t offset, uint64_t count) override {
-    v1::PutCheckpointRequest message;
-    v1::PutCheckpointRequest::Entry* entry = message.mutable_entry();
-    entry->set_name(std::string(name));
-    entry->set_blob(kind == EntryKind::kBlob);
-    entry->set_dtype(static_cast<uint32_t>(dtype));
-    for (int64_t dim : shape) entry->add_shape(dim);
-    entry->set_slice_offset(offset);
-    entry->set_slice_count(count);
-    return Send(std::move(message));
+    return SendEntry(name, kind, dtype, shape, std::make_pair(offset, count));
   }
 
   absl::Status Append(const void* data, size_t size_bytes) override {
@@ -286,6 +273,23 @@ class RemoteCheckpointWriter final : public CheckpointWriter, public CheckpointP
   }
 
  private:
+  // `slice`: (offset, count) for a part of a split upload.
+  absl::Status SendEntry(absl::string_view name, EntryKind kind, DType dtype,
+                         const std::vector<int64_t>& shape,
+                         std::optional<std::pair<uint64_t, uint64_t>> slice) {
+    v1::PutCheckpointRequest message;
+    v1::PutCheckpointRequest::Entry* entry = message.mutable_entry();
+    entry->set_name(std::string(name));
+    entry->set_blob(kind == EntryKind::kBlob);
+    entry->set_dtype(static_cast<uint32_t>(dtype));
+    for (int64_t dim : shape) entry->add_shape(dim);
+    if (slice.has_value()) {
+      entry->set_slice_offset(slice->first);
+      entry->set_slice_count(slice->second);
+    }
+    return Send(std::move(message));
+  }
+
   const Connection* const connection_;  // the client's; outlives this writer
   const std::string what_;
   std::unique_ptr<grpc::ClientContext> context_;

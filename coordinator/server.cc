@@ -343,24 +343,16 @@ class Service final : public ServiceBase {
     if (!slot.acquired()) return SlotTimeout(begin);
     auto writer = core_->BeginCheckpoint(begin.job_id(), begin.worker_id(), begin.step());
     if (!writer.ok()) return ToGrpc(writer.status());
-    while (reader->Read(&message)) {
-      RETURN_GRPC(CheckVersion(message));
-      switch (message.part_case()) {
-        case v1::PutCheckpointRequest::kEntry: {
-          const auto& entry = message.entry();
-          RETURN_GRPC(CheckDType(entry));
-          RETURN_GRPC((*writer)->BeginEntry(
-              entry.name(), entry.blob() ? EntryKind::kBlob : EntryKind::kTensor,
-              static_cast<DType>(entry.dtype()),
-              std::vector<int64_t>(entry.shape().begin(), entry.shape().end())));
-          break;
-        }
-        case v1::PutCheckpointRequest::kData:
-          RETURN_GRPC((*writer)->Append(message.data().data(), message.data().size()));
-          break;
-        case v1::PutCheckpointRequest::kCommit: {
+    return ReadUpload(
+        reader, begin,
+        [&](const v1::PutCheckpointRequest::Entry& entry) {
+          return (*writer)->BeginEntry(entry.name(), KindOf(entry),
+                                       static_cast<DType>(entry.dtype()), ShapeOf(entry));
+        },
+        [&](const std::string& data) { return (*writer)->Append(data.data(), data.size()); },
+        [&](const v1::PutCheckpointRequest::Commit& commit) {
           std::vector<Record> records;
-          for (const auto& record : message.commit().records()) {
+          for (const auto& record : commit.records()) {
             records.push_back(
                 {record.key(), record.erase() ? std::nullopt : std::optional(record.value())});
           }
@@ -368,13 +360,7 @@ class Service final : public ServiceBase {
           response->set_step(begin.step());
           response->set_committed(true);
           return grpc::Status::OK;
-        }
-        default:
-          return ToGrpc(absl::InvalidArgumentError(
-              "PutCheckpoint: after 'begin' only 'entry', 'data' and 'commit' may follow"));
-      }
-    }
-    return StreamEndedEarly(begin);
+        });
   }
   grpc::Status GetCheckpointInfo(grpc::ServerContext*, const v1::GetCheckpointInfoRequest* request,
                                  v1::GetCheckpointInfoResponse* response) override {
@@ -423,7 +409,6 @@ class Service final : public ServiceBase {
   }
 
  private:
-  // One PutCheckpoint stream owns the checkpoint store at a time.
   // A split upload's part: spooled by the core while it streams in (parts
   // of one checkpoint arrive side by side); only the part that completes
   // the set needs the store, so only its commit takes the upload slot.
@@ -434,25 +419,16 @@ class Service final : public ServiceBase {
     auto writer = core_->BeginCheckpointPart(begin.job_id(), begin.worker_id(), begin.step(),
                                              begin.part(), begin.parts());
     if (!writer.ok()) return ToGrpc(writer.status());
-    v1::PutCheckpointRequest message;
-    while (reader->Read(&message)) {
-      RETURN_GRPC(CheckVersion(message));
-      switch (message.part_case()) {
-        case v1::PutCheckpointRequest::kEntry: {
-          const auto& entry = message.entry();
-          RETURN_GRPC(CheckDType(entry));
-          RETURN_GRPC((*writer)->BeginSlice(
-              entry.name(), entry.blob() ? EntryKind::kBlob : EntryKind::kTensor,
-              static_cast<DType>(entry.dtype()),
-              std::vector<int64_t>(entry.shape().begin(), entry.shape().end()),
-              entry.slice_offset(), entry.slice_count()));
-          break;
-        }
-        case v1::PutCheckpointRequest::kData:
-          RETURN_GRPC((*writer)->Append(message.data().data(), message.data().size()));
-          break;
-        case v1::PutCheckpointRequest::kCommit: {
-          if (message.commit().records_size() > 0) {
+    return ReadUpload(
+        reader, begin,
+        [&](const v1::PutCheckpointRequest::Entry& entry) {
+          return (*writer)->BeginSlice(entry.name(), KindOf(entry),
+                                       static_cast<DType>(entry.dtype()), ShapeOf(entry),
+                                       entry.slice_offset(), entry.slice_count());
+        },
+        [&](const std::string& data) { return (*writer)->Append(data.data(), data.size()); },
+        [&](const v1::PutCheckpointRequest::Commit& commit) {
+          if (commit.records_size() > 0) {
             return ToGrpc(absl::InvalidArgumentError(
                 "PutCheckpoint: a part of a split upload carries no records"));
           }
@@ -463,7 +439,28 @@ class Service final : public ServiceBase {
           response->set_step(begin.step());
           response->set_committed(*committed);
           return grpc::Status::OK;
-        }
+        });
+  }
+
+  // The rest of a PutCheckpoint stream after `begin`: each entry, its bytes,
+  // then the commit, whose answer ends the call.
+  template <typename OnEntry, typename OnData, typename OnCommit>
+  grpc::Status ReadUpload(grpc::ServerReader<v1::PutCheckpointRequest>* reader,
+                          const v1::PutCheckpointRequest::Begin& begin, OnEntry on_entry,
+                          OnData on_data, OnCommit on_commit) {
+    v1::PutCheckpointRequest message;
+    while (reader->Read(&message)) {
+      RETURN_GRPC(CheckVersion(message));
+      switch (message.part_case()) {
+        case v1::PutCheckpointRequest::kEntry:
+          RETURN_GRPC(CheckDType(message.entry()));
+          RETURN_GRPC(on_entry(message.entry()));
+          break;
+        case v1::PutCheckpointRequest::kData:
+          RETURN_GRPC(on_data(message.data()));
+          break;
+        case v1::PutCheckpointRequest::kCommit:
+          return on_commit(message.commit());
         default:
           return ToGrpc(absl::InvalidArgumentError(
               "PutCheckpoint: after 'begin' only 'entry', 'data' and 'commit' may follow"));
@@ -472,6 +469,12 @@ class Service final : public ServiceBase {
     return StreamEndedEarly(begin);
   }
 
+  static EntryKind KindOf(const v1::PutCheckpointRequest::Entry& entry) {
+    return entry.blob() ? EntryKind::kBlob : EntryKind::kTensor;
+  }
+  static std::vector<int64_t> ShapeOf(const v1::PutCheckpointRequest::Entry& entry) {
+    return std::vector<int64_t>(entry.shape().begin(), entry.shape().end());
+  }
   static absl::Status CheckDType(const v1::PutCheckpointRequest::Entry& entry) {
     if (IsValidDType(entry.dtype() > 255 ? 255 : static_cast<uint8_t>(entry.dtype()))) {
       return absl::OkStatus();
@@ -490,6 +493,7 @@ class Service final : public ServiceBase {
                                         " ended without 'commit'; nothing was stored")));
   }
 
+  // One PutCheckpoint stream owns the checkpoint store at a time.
   class UploadSlot {
    public:
     UploadSlot(Service* service, grpc::ServerContext* context) : service_(service) {

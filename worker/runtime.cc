@@ -639,20 +639,32 @@ class WorkerRuntime::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status StepOnce() {
-    const absl::Time start = absl::Now();
-    const uint64_t step = trainer_->step() + 1;
+  // What one step reads: the held shard's cursor after it (the caller keeps
+  // it once the step is applied), the offset reached per shard touched, and
+  // the micro-batches (the job's global batch split over the group).
+  struct StepData {
+    std::optional<HeldShard> cursor;
+    std::vector<std::pair<uint32_t, uint64_t>> touched;
+    std::vector<Batch> batches;
+  };
+  absl::StatusOr<StepData> ReadStep() {
     const int64_t micro = job_.batch().micro_batch_size() > 0 ? job_.batch().micro_batch_size() : 8;
     const int64_t global = job_.batch().global_batch_size();
     const int64_t accumulation = std::max<int64_t>(1, global / (micro * world_));
-
-    std::optional<HeldShard> cursor = held_;
-    std::vector<std::pair<uint32_t, uint64_t>> touched;
-    std::vector<Batch> batches;
+    StepData data;
+    data.cursor = held_;
     bool step_done = false;
     for (int64_t i = 0; i < accumulation && !step_done; ++i) {
-      RETURN_IF_ERROR(Read(micro, &cursor, &touched, &batches, &step_done));
+      RETURN_IF_ERROR(Read(micro, &data.cursor, &data.touched, &data.batches, &step_done));
     }
+    return data;
+  }
+
+  absl::Status StepOnce() {
+    const absl::Time start = absl::Now();
+    const uint64_t step = trainer_->step() + 1;
+    ASSIGN_OR_RETURN(StepData data, ReadStep());
+    auto& [cursor, touched, batches] = data;
     int64_t samples = 0;
     for (const Batch& b : batches) samples += b.samples();
 
@@ -688,18 +700,11 @@ class WorkerRuntime::Impl {
   absl::Status InnerStepOnce() {
     const absl::Time start = absl::Now();
     const uint64_t round = trainer_->rounds() + 1;
-    const int64_t micro = job_.batch().micro_batch_size() > 0 ? job_.batch().micro_batch_size() : 8;
-    const int64_t global = job_.batch().global_batch_size();
-    const int64_t accumulation = std::max<int64_t>(1, global / (micro * world_));
-
-    std::optional<HeldShard> cursor = held_;
-    std::vector<std::pair<uint32_t, uint64_t>> touched;
-    std::vector<Batch> batches;
-    bool step_done = false;
-    const bool read = !out_of_data_ && !trainer_->exchange_pending();
-    for (int64_t i = 0; i < accumulation && !step_done && read; ++i) {
-      RETURN_IF_ERROR(Read(micro, &cursor, &touched, &batches, &step_done));
+    StepData data;
+    if (!out_of_data_ && !trainer_->exchange_pending()) {
+      ASSIGN_OR_RETURN(data, ReadStep());
     }
+    auto& [cursor, touched, batches] = data;
     TrainStepResult result;
     if (trainer_->exchange_pending()) {
       // The round's exchange failed and the group formed again as it was:
