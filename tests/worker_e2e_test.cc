@@ -194,6 +194,7 @@ class WorkerE2eTest : public ::testing::Test {
       job.mutable_diloco()->set_inner_steps(diloco_inner_steps_);
       job.mutable_diloco()->set_outer_learning_rate(0.7);
       job.mutable_diloco()->set_outer_momentum(0.9);
+      job.mutable_diloco()->set_inner_time_limit_ms(diloco_time_limit_ms_);
       job.mutable_checkpoint()->set_every_steps(3);  // rounds
     }
     auto submitted = admin_->SubmitJob(admin, job, "submit-1");
@@ -378,6 +379,7 @@ class WorkerE2eTest : public ::testing::Test {
   }
 
   uint32_t diloco_inner_steps_ = 0;  // > 0: the job trains in diloco mode
+  uint32_t diloco_time_limit_ms_ = 0;
   std::string dir_;
   std::string run_;  // tells apart the directories of a test's separate runs
   Dataset dataset_;
@@ -642,6 +644,37 @@ TEST_F(WorkerE2eTest, DilocoRunCrossesAnEpochWithEverySampleOnce) {
   EXPECT_EQ(world_at_step_.size(), rounds);
   EXPECT_GT(TrainedSequences(), EpochSequences());
   ExpectLedgerCountsEverySampleOnce(rounds);
+}
+
+// DiLoCo rounds bounded by time, not steps: each worker ends its round when
+// the limit passes, after however many inner steps it managed (they differ),
+// and the exchanges still pair up; a worker is SIGKILLed and the survivors
+// finish with the same outer model and every sample counted once.
+TEST_F(WorkerE2eTest, DilocoRoundsEndedByTimeStillPairUpAndCountEverySampleOnce) {
+  diloco_inner_steps_ = 1000;
+  diloco_time_limit_ms_ = 150;
+  constexpr uint64_t kRounds = 12;
+  StartCoordinator(0, kRounds * 1000, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  std::map<int, uint64_t> inner_steps;  // per worker, at its last line
+  std::map<int, std::string> shared;
+  bool killed = false;
+  Drive(workers, [&](int i, const nlohmann::json& line) {
+    if (line.contains("shared_digest")) shared[i] = line["shared_digest"];
+    if (line.contains("step") && !line.contains("done")) inner_steps[i] = line["step"];
+    if (!killed && line.value("rounds", uint64_t{0}) >= 5 && line["world"] == 3) {
+      workers[2]->Kill();
+      killed = true;
+    }
+  });
+  ASSERT_TRUE(killed);
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(shared.size(), 2u);
+  EXPECT_EQ(shared[0], shared[1]);
+  EXPECT_LT(inner_steps[0], kRounds * 1000);  // rounds ended by time
+  EXPECT_EQ(world_at_step_.size(), kRounds);
+  ExpectLedgerCountsEverySampleOnce(kRounds);
 }
 
 // On a machine with two GPUs (tests/gpu/run.sh): two workers exchange their
