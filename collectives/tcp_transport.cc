@@ -402,6 +402,28 @@ absl::StatusOr<int> ConnectAndHandshake(const TcpTransportOptions& options, int 
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<TcpListener>> TcpListener::Open(const std::string& bind_host,
+                                                               int port) {
+  ASSIGN_OR_RETURN(const sockaddr_in address, Resolve(bind_host, port));
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus(errno, "creating the listening socket");
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(fd, 64) != 0) {
+    const int error = errno;
+    close(fd);
+    return ErrnoStatus(error, absl::StrCat("listening on ", bind_host, ":", port));
+  }
+  sockaddr_in local{};
+  socklen_t local_length = sizeof(local);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length);
+  SetNonBlocking(fd);
+  return std::unique_ptr<TcpListener>(new TcpListener(fd, ntohs(local.sin_port)));
+}
+
+TcpListener::~TcpListener() { close(fd_); }
+
 absl::StatusOr<std::unique_ptr<Transport>> ConnectTcpTransport(RendezvousStore* store,
                                                                const TcpTransportOptions& options,
                                                                absl::Time deadline) {
@@ -418,27 +440,17 @@ absl::StatusOr<std::unique_ptr<Transport>> ConnectTcpTransport(RendezvousStore* 
   };
 
   // Listen and publish where.
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listener < 0) return ErrnoStatus(errno, "creating the listening socket");
-  int one = 1;
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  auto bound = Resolve(options.bind_host, options.listen_port);
-  if (!bound.ok() ||
-      bind(listener, reinterpret_cast<const sockaddr*>(&*bound), sizeof(*bound)) != 0 ||
-      listen(listener, options.world_size + 16) != 0) {
-    const int error = errno;
-    close(listener);
-    return bound.ok() ? ErrnoStatus(error, absl::StrCat("listening on ", options.bind_host))
-                      : bound.status();
+  std::unique_ptr<TcpListener> own_listener;
+  if (options.listener == nullptr) {
+    ASSIGN_OR_RETURN(own_listener, TcpListener::Open(options.bind_host));
   }
-  sockaddr_in local{};
-  socklen_t local_length = sizeof(local);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&local), &local_length);
+  TcpListener* const listening = options.listener ? options.listener : own_listener.get();
+  const int listener = listening->fd();
   const std::string host =
       options.advertise_host.empty() ? options.bind_host : options.advertise_host;
   const std::string key_prefix = absl::StrCat("potluck/", options.generation, "/");
   absl::Status status = store->Set(absl::StrCat(key_prefix, options.rank),
-                                   absl::StrCat(host, ":", ntohs(local.sin_port)));
+                                   absl::StrCat(host, ":", listening->port()));
 
   // Connect to every lower rank.
   for (int peer = 0; status.ok() && peer < options.rank; ++peer) {
@@ -457,7 +469,6 @@ absl::StatusOr<std::unique_ptr<Transport>> ConnectTcpTransport(RendezvousStore* 
 
   // Accept every higher rank; refuse whoever fails the handshake.
   int missing = options.world_size - 1 - options.rank;
-  SetNonBlocking(listener);
   while (status.ok() && missing > 0) {
     pollfd p{listener, POLLIN, 0};
     const int ready = poll(&p, 1, PollTimeoutMs(deadline));
@@ -485,7 +496,7 @@ absl::StatusOr<std::unique_ptr<Transport>> ConnectTcpTransport(RendezvousStore* 
     fds[*peer] = fd;
     --missing;
   }
-  close(listener);
+  own_listener.reset();
   if (!status.ok()) {
     close_all();
     return status;

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 #include "collectives/tcp_communicator.h"
 
@@ -201,6 +202,66 @@ TEST(TcpHandshake, GarbageAfterTheHandshakeIsDataLoss) {
                                                   ReduceOp::kSum, In(absl::Seconds(5)));
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
   fake.join();
+}
+
+// A rank that keeps one listener across generations publishes the same port
+// every time, nobody else can take that port between generations, and a
+// connection an earlier generation left in the backlog does not disturb the
+// next one.
+TEST(TcpListener, OnePortServesEveryGenerationAndStaysTaken) {
+  auto listener = TcpListener::Open("127.0.0.1");
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  const int port = (*listener)->port();
+  ASSERT_GT(port, 0);
+  EXPECT_EQ(TcpListener::Open("127.0.0.1", port).status().code(), absl::StatusCode::kAlreadyExists);
+
+  // A stale peer of generation 1 connects and never finishes its handshake.
+  const int stale = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  ASSERT_EQ(connect(stale, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  close(stale);
+
+  for (uint64_t generation : {1, 2}) {
+    SCOPED_TRACE(generation);
+    InMemoryRendezvousStore store;
+    TcpTransportOptions options;
+    options.world_size = 2;
+    options.generation = generation;
+    options.secret = kSecret;
+    options.listener = listener->get();
+    std::unique_ptr<Communicator> rank0;
+    std::thread server([&store, &rank0, options] {
+      auto communicator = ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)));
+      ASSERT_TRUE(communicator.ok()) << communicator.status();
+      rank0 = std::move(*communicator);
+    });
+    auto endpoint = store.Get(absl::StrCat("potluck/", generation, "/0"), In(absl::Seconds(10)));
+    ASSERT_TRUE(endpoint.ok());
+    EXPECT_EQ(*endpoint, absl::StrCat("127.0.0.1:", port));
+    TcpTransportOptions other = options;
+    other.rank = 1;
+    other.listener = nullptr;
+    auto rank1 = ConnectTcpCommunicator(&store, other, In(absl::Seconds(20)));
+    ASSERT_TRUE(rank1.ok()) << rank1.status();
+    server.join();
+    ASSERT_NE(rank0, nullptr);
+    std::vector<int32_t> a(4, 1), b(4, 2);
+    std::thread peer([&] {
+      EXPECT_TRUE(
+          (*rank1)
+              ->AllReduce(TensorView::Of(b.data(), 4), ReduceOp::kSum, In(absl::Seconds(10)))
+              .ok());
+    });
+    EXPECT_TRUE(
+        rank0->AllReduce(TensorView::Of(a.data(), 4), ReduceOp::kSum, In(absl::Seconds(10))).ok());
+    peer.join();
+    EXPECT_EQ(a, std::vector<int32_t>(4, 3));
+    // Between generations the port is still this rank's.
+    EXPECT_FALSE(TcpListener::Open("127.0.0.1", port).ok());
+  }
 }
 
 }  // namespace

@@ -1,8 +1,5 @@
 #include "worker/runtime.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,29 +59,6 @@ class ViewStore final : public RendezvousStore {
   std::map<std::string, std::string> endpoints_;
 };
 
-// A port on `host` nobody listens on now (bound and released).
-absl::StatusOr<int> PickPort(const std::string& host) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus(errno, "socket");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = 0;
-  if (inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat("bind host '", host, "' is not an IPv4 address"));
-  }
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    const int error = errno;
-    close(fd);
-    return ErrnoStatus(error, absl::StrCat("binding ", host));
-  }
-  socklen_t length = sizeof(address);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
 absl::StatusOr<std::string> LoadOrCreateWorkerId(const std::string& state_dir) {
   std::error_code error;
   std::filesystem::create_directories(state_dir, error);
@@ -142,7 +116,7 @@ class WorkerRuntime::Impl {
   absl::Status Init() {
     if (options_.state_dir.empty()) return absl::InvalidArgumentError("state_dir is required");
     ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.state_dir));
-    ASSIGN_OR_RETURN(listen_port_, PickPort(options_.bind_host));
+    ASSIGN_OR_RETURN(listener_, TcpListener::Open(options_.bind_host));
     return absl::OkStatus();
   }
 
@@ -164,7 +138,7 @@ class WorkerRuntime::Impl {
     const std::string host =
         options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
     JoinRequest join{options_.job_id, options_.token, worker_id_,
-                     absl::StrCat(host, ":", listen_port_)};
+                     absl::StrCat(host, ":", listener_->port())};
     ASSIGN_OR_RETURN(WorkerStatus status, Retry([&] { return client_->Join(join); }));
     generation_ = status.generation;
     latest_generation_ = status.generation;
@@ -328,7 +302,7 @@ class WorkerRuntime::Impl {
         const std::string host =
             options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
         JoinRequest join{options_.job_id, options_.token, worker_id_,
-                         absl::StrCat(host, ":", listen_port_)};
+                         absl::StrCat(host, ":", listener_->port())};
         ASSIGN_OR_RETURN(WorkerStatus status, Retry([&] { return client_->Join(join); }));
         latest_generation_ = status.generation;
         need_group = true;
@@ -438,7 +412,7 @@ class WorkerRuntime::Impl {
     transport.secret = view.secret;
     transport.bind_host = options_.bind_host;
     transport.advertise_host = options_.advertise_host;
-    transport.listen_port = listen_port_;
+    transport.listener = listener_.get();
     ViewStore store(view);
     const absl::Time deadline = absl::Now() + options_.collective_timeout;
     ASSIGN_OR_RETURN(auto links, ConnectTcpTransport(&store, transport, deadline));
@@ -953,7 +927,8 @@ class WorkerRuntime::Impl {
   CoordinatorClient* const client_;  // not owned
   const WorkerOptions options_;
   std::string worker_id_;
-  int listen_port_ = 0;
+  // Held for the worker's life: the endpoint it joined with stays its own.
+  std::unique_ptr<TcpListener> listener_;
   v1::JobSpec job_;
   uint64_t max_steps_ = 0;
   uint64_t max_rounds_ = 0;  // diloco
