@@ -367,6 +367,13 @@ absl::StatusOr<int> ConnectAndHandshake(const TcpTransportOptions& options, int 
     absl::Status status = WriteAll(fd, hello_bytes.data(), hello_bytes.size(), deadline, what);
     std::string challenge(cw::kChallengeBytes, '\0');
     if (status.ok()) status = ReadAll(fd, challenge.data(), challenge.size(), deadline, what);
+    if (status.code() == absl::StatusCode::kUnavailable && absl::Now() < deadline) {
+      // Closed before its challenge: the peer is still accepting for an
+      // earlier generation (it refuses ours), or timed us out. Try again.
+      close(fd);
+      absl::SleepFor(absl::Milliseconds(20));
+      continue;
+    }
     if (status.ok()) {
       cw::Nonce server_nonce;
       std::memcpy(server_nonce.data(), challenge.data() + 4, cw::kNonceBytes);

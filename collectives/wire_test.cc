@@ -129,7 +129,9 @@ TEST(TcpHandshake, IntrudersAreRefusedAndTheGroupStillForms) {
   intruder.secret = kSecret;
   intruder.generation = 2;
   RelayStore relay(&store, "potluck/2/0", "potluck/1/0");
-  auto stale = ConnectTcpTransport(&relay, intruder, In(absl::Seconds(5)));
+  // (It tries again until its deadline: a peer of another generation may
+  // only be late.)
+  auto stale = ConnectTcpTransport(&relay, intruder, In(absl::Seconds(1)));
   EXPECT_FALSE(stale.ok());
 
   // The real rank 1 is still welcome.
@@ -262,6 +264,53 @@ TEST(TcpListener, OnePortServesEveryGenerationAndStaysTaken) {
     // Between generations the port is still this rank's.
     EXPECT_FALSE(TcpListener::Open("127.0.0.1", port).ok());
   }
+}
+
+// A peer already in the next generation connects while this rank still
+// accepts for the last one: refused there, it tries again and is let in once
+// this rank moves on to its generation (on the same listener).
+TEST(TcpListener, APeerAheadByAGenerationIsLetInOnceTheRankCatchesUp) {
+  auto listener = TcpListener::Open("127.0.0.1");
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  InMemoryRendezvousStore first_store, next_store;
+  // In the worker the endpoints come from the coordinator's view, known up
+  // front: rank 1 needs nothing from rank 0 to dial it.
+  ASSERT_TRUE(next_store.Set("potluck/2/0", absl::StrCat("127.0.0.1:", (*listener)->port())).ok());
+  TcpTransportOptions options;
+  options.world_size = 2;
+  options.generation = 1;
+  options.secret = kSecret;
+  options.listener = listener->get();
+  std::unique_ptr<Communicator> rank0;
+  std::thread server([&] {
+    // Generation 1's rank 1 never comes.
+    auto first = ConnectTcpTransport(&first_store, options, In(absl::Seconds(1)));
+    EXPECT_EQ(first.status().code(), absl::StatusCode::kDeadlineExceeded) << first.status();
+    TcpTransportOptions next = options;
+    next.generation = 2;
+    auto communicator = ConnectTcpCommunicator(&next_store, next, In(absl::Seconds(20)));
+    ASSERT_TRUE(communicator.ok()) << communicator.status();
+    rank0 = std::move(*communicator);
+  });
+  ASSERT_TRUE(first_store.Get("potluck/1/0", In(absl::Seconds(10))).ok());
+  TcpTransportOptions ahead = options;
+  ahead.generation = 2;
+  ahead.rank = 1;
+  ahead.listener = nullptr;
+  auto rank1 = ConnectTcpCommunicator(&next_store, ahead, In(absl::Seconds(20)));
+  ASSERT_TRUE(rank1.ok()) << rank1.status();
+  server.join();
+  ASSERT_NE(rank0, nullptr);
+  std::vector<int32_t> a(4, 1), b(4, 2);
+  std::thread peer([&] {
+    EXPECT_TRUE((*rank1)
+                    ->AllReduce(TensorView::Of(b.data(), 4), ReduceOp::kSum, In(absl::Seconds(10)))
+                    .ok());
+  });
+  EXPECT_TRUE(
+      rank0->AllReduce(TensorView::Of(a.data(), 4), ReduceOp::kSum, In(absl::Seconds(10))).ok());
+  peer.join();
+  EXPECT_EQ(a, std::vector<int32_t>(4, 3));
 }
 
 }  // namespace
