@@ -149,6 +149,7 @@ absl::Status RunCoordinatorServer(const CoordinatorCommandArgs& args) {
   CoordinatorOptions options;
   options.data_dir = args.data_dir;
   options.lease = absl::Seconds(args.lease_seconds);
+  options.max_checkpoint_bytes = args.max_checkpoint_bytes;
   ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator, Coordinator::Open(options));
   RETURN_IF_ERROR(EnsureAdminToken(*coordinator, args.data_dir));
   CoordinatorServerOptions server_options;
@@ -198,6 +199,9 @@ CLI::App* AddCoordinatorCommand(CLI::App* app, int* exit_code) {
       ->check(CLI::Range(1, 3600));
   sub->add_option("--max-message-bytes", args->max_message_bytes, "Largest gRPC message")
       ->check(CLI::Range(1 << 16, 1 << 30));
+  sub->add_option("--max-checkpoint-bytes", args->max_checkpoint_bytes,
+                  "Most bytes one checkpoint upload may send (all its parts together)")
+      ->check(CLI::PositiveNumber);
   sub->callback([args, exit_code] {
     if (args->tls_cert_file.empty() != args->tls_key_file.empty()) {
       std::cerr << "potluck coordinator: --tls-cert and --tls-key go together\n";

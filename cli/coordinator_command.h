@@ -27,6 +27,7 @@ struct CoordinatorCommandArgs {
   std::string tls_key_file;
   int lease_seconds = 10;
   int max_message_bytes = 8 << 20;
+  uint64_t max_checkpoint_bytes = uint64_t{256} << 30;  // one upload, all parts
 };
 
 // Serves until SIGINT or SIGTERM, then drains and shuts down. Prints

@@ -138,6 +138,14 @@ int RunLocal(LocalArgs args) {
               << " tokens of the built-in corpus with " << args.workers << " workers; state in "
               << args.dir << "\n";
   } else {
+    if (existing->spec().max_steps() < args.steps) {
+      // Run again with more steps: the job (finished at its old last step,
+      // perhaps) trains on to the new one.
+      auto admin = (*coordinator)->CreateAdminToken(absl::Minutes(5));
+      if (!admin.ok()) return fail(admin.status());
+      auto extended = (*coordinator)->ExtendJob(*admin, kJobId, args.steps);
+      if (!extended.ok()) return fail(extended.status());
+    }
     std::cout << "potluck local: resuming from step " << existing->committed_step() << " in "
               << args.dir << "\n";
   }

@@ -181,6 +181,15 @@ int RunWorker(const WorkerArgs& args) {
     std::cerr << "potluck worker " << (*runtime)->worker_id() << ": " << result << "\n";
     return 2;
   }
+  if ((*runtime)->found_finished()) {
+    // A volunteer (or a requeued batch job) arriving after the end: done.
+    std::cerr << "potluck worker: job " << options.job_id
+              << " is already finished; nothing to train\n";
+    if (progress == "json") {
+      std::cout << nlohmann::json({{"done", true}, {"job_finished", true}}).dump() << std::endl;
+    }
+    return 0;
+  }
   if (progress == "json") {
     // The last line: where this worker ended, and a digest of its whole
     // state, so a launcher can check every worker holds the same model.

@@ -149,6 +149,8 @@ class Coordinator::Impl {
   absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();
   absl::Status SetJobState(absl::string_view admin_token, absl::string_view job_id,
                            v1::JobState to);
+  absl::StatusOr<v1::JobStatus> ExtendJob(absl::string_view admin_token, absl::string_view job_id,
+                                          uint64_t max_steps);
 
   // ---- tokens ----
   absl::StatusOr<std::string> CreateToken(absl::string_view job_id, absl::Duration ttl);
@@ -298,6 +300,9 @@ class Coordinator::Impl {
   bool HasJoiners(const Job& job) const;
   bool ShouldCheckpointLocked(const Job& job, uint64_t step) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether committing `snapshot` finishes the job: its last epoch ended,
+  // or it is of the job's final step.
+  static bool CompletedBy(const Job& job, const cs::LedgerSnapshot& snapshot);
   absl::Status VerifyTokenLocked(absl::string_view job_id, absl::string_view token)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RequireRunning(const Job& job) const;
@@ -580,6 +585,12 @@ bool Coordinator::Impl::ShouldCheckpointLocked(const Job& job, uint64_t step) co
   return job.ledger.AllConsumed() && job.ledger.HasUncommitted();
 }
 
+bool Coordinator::Impl::CompletedBy(const Job& job, const cs::LedgerSnapshot& snapshot) {
+  if (job.record.state() == v1::JOB_STATE_CANCELLED) return false;
+  const uint64_t final_step = FinalStep(job.record.spec());
+  return snapshot.finished() || (final_step > 0 && snapshot.step() >= final_step);
+}
+
 absl::Status Coordinator::Impl::RequireRunning(const Job& job) const {
   if (job.record.state() == v1::JOB_STATE_RUNNING) return absl::OkStatus();
   if (job.record.state() == v1::JOB_STATE_FINISHED) {
@@ -725,6 +736,33 @@ absl::Status Coordinator::Impl::SetJobState(absl::string_view admin_token, absl:
     job.record.set_state(to);
     job.dirty = true;
     return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<v1::JobStatus> Coordinator::Impl::ExtendJob(absl::string_view admin_token,
+                                                           absl::string_view job_id,
+                                                           uint64_t max_steps) {
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(VerifyTokenLocked(ci::kAdminJob, admin_token));
+  }
+  return WithJob(job_id, [&](Job& job) -> absl::StatusOr<v1::JobStatus> {
+    const uint64_t current = job.record.spec().max_steps();
+    if (max_steps <= current) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_steps: job ", job.id(), " already runs to ", current, "; got ", max_steps));
+    }
+    const uint64_t epochs = std::max<uint64_t>(job.record.spec().dataset().epochs(), 1);
+    if (job.record.state() == v1::JOB_STATE_CANCELLED || job.ledger.epoch() >= epochs) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job.id(),
+          job.ledger.epoch() >= epochs ? " has trained all its epochs" : " is cancelled",
+          "; it cannot be extended"));
+    }
+    job.record.mutable_spec()->set_max_steps(max_steps);
+    if (job.record.state() == v1::JOB_STATE_FINISHED) job.record.set_state(v1::JOB_STATE_RUNNING);
+    job.dirty = true;
+    return JobStatusOf(job);
   });
 }
 
@@ -1163,9 +1201,7 @@ absl::Status Coordinator::Impl::FinishCommit(absl::string_view job_id, const Pen
     job->ledger.ApplyCommitted(pending.snapshot);
     job->record.set_committed_step(pending.snapshot.step());
     job->record.set_last_checkpoint_unix_ms(ToUnixMs(Now()));
-    if (pending.snapshot.finished() && job->record.state() != v1::JOB_STATE_CANCELLED) {
-      job->record.set_state(v1::JOB_STATE_FINISHED);
-    }
+    if (CompletedBy(*job, pending.snapshot)) job->record.set_state(v1::JOB_STATE_FINISHED);
     job->dirty = true;
     if (job->record.rollback_generation() != pending.rollback_generation) {
       // A rollback generation was made during the commit, from the older
@@ -1200,16 +1236,42 @@ absl::Status Coordinator::Impl::CommitCheckpoint(absl::string_view job_id,
 
 namespace {
 
+// Counts an upload's bytes against CoordinatorOptions.max_checkpoint_bytes;
+// once over, the upload stays refused.
+class UploadBudget {
+ public:
+  UploadBudget(uint64_t max_bytes, uint64_t step) : max_bytes_(max_bytes), step_(step) {}
+  absl::Status Take(size_t bytes) {
+    if (status_.ok() && bytes > max_bytes_ - used_) status_ = Exceeded(max_bytes_, step_);
+    if (status_.ok()) used_ += bytes;
+    return status_;
+  }
+  const absl::Status& status() const { return status_; }
+
+  static absl::Status Exceeded(uint64_t max_bytes, uint64_t step) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the checkpoint of step ", step, " is over the coordinator's limit of ",
+                     max_bytes, " bytes (--max-checkpoint-bytes); nothing is committed"));
+  }
+
+ private:
+  const uint64_t max_bytes_;
+  const uint64_t step_;
+  uint64_t used_ = 0;
+  absl::Status status_;
+};
+
 // A CheckpointWriter whose Commit adds the ledger record, under the
 // coordinator's checks.
 class LedgerCommittingWriter final : public CheckpointWriter {
  public:
   LedgerCommittingWriter(Coordinator::Impl* impl, std::string job_id, std::string worker_id,
-                         uint64_t step, std::unique_ptr<CheckpointWriter> inner)
+                         uint64_t step, uint64_t max_bytes, std::unique_ptr<CheckpointWriter> inner)
       : impl_(impl),
         job_id_(std::move(job_id)),
         worker_id_(std::move(worker_id)),
         step_(step),
+        budget_(max_bytes, step),
         inner_(std::move(inner)) {}
 
   absl::Status BeginEntry(absl::string_view name, EntryKind kind, DType dtype,
@@ -1217,6 +1279,7 @@ class LedgerCommittingWriter final : public CheckpointWriter {
     return inner_->BeginEntry(name, kind, dtype, std::move(shape));
   }
   absl::Status Append(const void* data, size_t size_bytes) override {
+    RETURN_IF_ERROR(budget_.Take(size_bytes));
     return inner_->Append(data, size_bytes);
   }
   absl::Status Commit(absl::Span<const Record> records) override;
@@ -1226,12 +1289,14 @@ class LedgerCommittingWriter final : public CheckpointWriter {
   const std::string job_id_;
   const std::string worker_id_;
   const uint64_t step_;
+  UploadBudget budget_;
   std::unique_ptr<CheckpointWriter> inner_;
 };
 
 }  // namespace
 
 absl::Status LedgerCommittingWriter::Commit(absl::Span<const Record> records) {
+  RETURN_IF_ERROR(budget_.status());
   for (const Record& record : records) {
     if (absl::StartsWith(record.key, "coordinator/")) {
       return absl::InvalidArgumentError(
@@ -1250,7 +1315,8 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> Coordinator::Impl::BeginCheckp
   RETURN_IF_ERROR(PrepareCommit(job_id, worker_id, step, false).status());
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> inner, checkpoints_->BeginSave(job_id, step));
   return std::make_unique<LedgerCommittingWriter>(this, std::string(job_id), std::string(worker_id),
-                                                  step, std::move(inner));
+                                                  step, options_.max_checkpoint_bytes,
+                                                  std::move(inner));
 }
 
 namespace {
@@ -1260,7 +1326,7 @@ namespace {
 class PartUploadWriter final : public CheckpointPartWriter {
  public:
   PartUploadWriter(Coordinator::Impl* impl, std::string job_id, std::string worker_id,
-                   uint64_t step, uint32_t part, uint32_t parts,
+                   uint64_t step, uint32_t part, uint32_t parts, uint64_t max_bytes,
                    std::unique_ptr<ci::SpooledPart> spooled)
       : impl_(impl),
         job_id_(std::move(job_id)),
@@ -1268,6 +1334,7 @@ class PartUploadWriter final : public CheckpointPartWriter {
         step_(step),
         part_(part),
         parts_(parts),
+        budget_(max_bytes, step),
         spooled_(std::move(spooled)) {}
 
   absl::Status BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
@@ -1277,10 +1344,12 @@ class PartUploadWriter final : public CheckpointPartWriter {
   }
   absl::Status Append(const void* data, size_t size_bytes) override {
     RETURN_IF_ERROR(Usable());
+    RETURN_IF_ERROR(budget_.Take(size_bytes));
     return spooled_->Append(data, size_bytes);
   }
   absl::StatusOr<bool> Finish() override {
     RETURN_IF_ERROR(Usable());
+    RETURN_IF_ERROR(budget_.status());
     RETURN_IF_ERROR(spooled_->Close());
     return impl_->HandInPart(job_id_, worker_id_, step_, part_, parts_, std::move(spooled_));
   }
@@ -1298,6 +1367,7 @@ class PartUploadWriter final : public CheckpointPartWriter {
   const uint64_t step_;
   const uint32_t part_;
   const uint32_t parts_;
+  UploadBudget budget_;
   std::unique_ptr<ci::SpooledPart> spooled_;
 };
 
@@ -1316,7 +1386,8 @@ absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> Coordinator::Impl::BeginCh
                                         part, ".", spool_counter_.fetch_add(1));
   ASSIGN_OR_RETURN(std::unique_ptr<ci::SpooledPart> spooled, ci::SpooledPart::Create(path));
   return std::make_unique<PartUploadWriter>(this, std::string(job_id), std::string(worker_id), step,
-                                            part, parts, std::move(spooled));
+                                            part, parts, options_.max_checkpoint_bytes,
+                                            std::move(spooled));
 }
 
 absl::StatusOr<bool> Coordinator::Impl::HandInPart(const std::string& job_id,
@@ -1345,7 +1416,14 @@ absl::StatusOr<bool> Coordinator::Impl::HandInPart(const std::string& job_id,
     part_sets_.erase(job_id);
   }
   std::vector<const ci::SpooledPart*> views;
-  for (const auto& p : all) views.push_back(p.get());
+  uint64_t total = 0;
+  for (const auto& p : all) {
+    views.push_back(p.get());
+    total += p->bytes();
+  }
+  if (total > options_.max_checkpoint_bytes) {
+    return UploadBudget::Exceeded(options_.max_checkpoint_bytes, step);  // the set is dropped
+  }
 
   const absl::Status committed = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(PendingCommit pending, PrepareCommit(job_id, worker_id, step, true));
@@ -1484,9 +1562,7 @@ absl::Status Coordinator::Impl::Load() {
       }
       RETURN_IF_ERROR(Annotate(job->ledger.ResetTo(snapshot), absl::StrCat("job ", job_id)));
       job->record.set_committed_step(snapshot.step());
-      if (snapshot.finished() && job->record.state() != v1::JOB_STATE_CANCELLED) {
-        job->record.set_state(v1::JOB_STATE_FINISHED);
-      }
+      if (CompletedBy(*job, snapshot)) job->record.set_state(v1::JOB_STATE_FINISHED);
     } else {
       job->ledger.RevertUncommitted();
     }
@@ -1551,6 +1627,10 @@ absl::Status Coordinator::ResumeJob(absl::string_view admin_token, absl::string_
 }
 absl::Status Coordinator::CancelJob(absl::string_view admin_token, absl::string_view job_id) {
   return impl_->SetJobState(admin_token, job_id, v1::JOB_STATE_CANCELLED);
+}
+absl::StatusOr<v1::JobStatus> Coordinator::ExtendJob(absl::string_view admin_token,
+                                                     absl::string_view job_id, uint64_t max_steps) {
+  return impl_->ExtendJob(admin_token, job_id, max_steps);
 }
 absl::StatusOr<std::string> Coordinator::CreateToken(absl::string_view job_id, absl::Duration ttl) {
   return impl_->CreateToken(job_id, ttl);

@@ -65,6 +65,10 @@ struct CoordinatorOptions {
   absl::Duration rendezvous_timeout = absl::Seconds(30);
   absl::Duration restart_grace = absl::Seconds(30);  // leases after a reopen
   bool sync_writes = true;  // fsync every state write (acknowledged = durable)
+  // The most bytes one checkpoint upload may send (a split upload: all its
+  // parts together). More is kResourceExhausted and commits nothing, so a
+  // member cannot fill the coordinator's disk by declaring huge shapes.
+  uint64_t max_checkpoint_bytes = uint64_t{256} << 30;
   // The job's shards; the default reads spec.dataset.manifest (a dataset
   // directory or its manifest.json) and takes its train shards.
   std::function<absl::StatusOr<std::vector<ShardSpec>>(const v1::JobSpec&)> load_shards;
@@ -184,6 +188,13 @@ class Coordinator {
   absl::Status PauseJob(absl::string_view admin_token, absl::string_view job_id);
   absl::Status ResumeJob(absl::string_view admin_token, absl::string_view job_id);
   absl::Status CancelJob(absl::string_view admin_token, absl::string_view job_id);
+  // A job is finished when the checkpoint of its last step (FinalStep) or
+  // of its last epoch's end commits. ExtendJob raises max_steps (and makes a
+  // job finished by its steps run again): kInvalidArgument unless it grows,
+  // kFailedPrecondition for a cancelled job or one that trained all its
+  // epochs. Admin token required.
+  absl::StatusOr<v1::JobStatus> ExtendJob(absl::string_view admin_token, absl::string_view job_id,
+                                          uint64_t max_steps);
 
   // Tokens (callers of these are trusted: the CLI on the data dir, or the
   // service after VerifyAdminToken). Verification errors are
@@ -209,6 +220,8 @@ class Coordinator {
   absl::StatusOr<std::vector<WorkerView>> ListWorkers(absl::string_view job_id);
 
   // Data and steps (members of the current generation only).
+  // AcquireShard: kResourceExhausted when the worker's slot has no pending
+  // shard now (kUnavailable stays the caller's "unreachable").
   absl::StatusOr<ShardLease> AcquireShard(absl::string_view job_id, absl::string_view worker_id);
   absl::StatusOr<ProgressResult> ReportProgress(const ProgressReport& report);
   // The worker has reported all its progress through `step`: a step boundary.

@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "coordinator/coordinator_test_util.h"
 #include "coordinator/internal/state.pb.h"
+#include "coordinator/job_spec.h"
 
 namespace potluck {
 namespace {
@@ -346,7 +347,7 @@ TEST_F(CoordinatorTest, EpochRollsOverWhenEveryShardIsDone) {
     // Everything consumed, nothing committed: no shard to lease until a
     // checkpoint, and the policy asks for one although step % 100 != 0.
     EXPECT_EQ(coordinator_->AcquireShard("job-1", "a").status().code(),
-              absl::StatusCode::kUnavailable);
+              absl::StatusCode::kResourceExhausted);
     EXPECT_EQ(Shard(0).state, ShardView::State::kConsumed);
     auto ended = coordinator_->EndStep("job-1", "a", step);
     ASSERT_TRUE(ended.ok());
@@ -402,6 +403,48 @@ TEST_F(CoordinatorTest, CheckpointNeedsEveryMemberToHaveEndedTheStep) {
   // in that step's checkpoint.
   ASSERT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
   EXPECT_EQ(Report("a", "late", 0, 10, 3).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A job is finished when the checkpoint of its last step commits (a diloco
+// job's steps are rounds); then nobody can join or lease. Extended, it runs
+// again from there.
+TEST_F(CoordinatorTest, JobFinishesAtItsFinalStepAndCanBeExtended) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.set_max_steps(4);
+  Submit(spec, shards_);
+  for (const char* w : {"a", "b"}) Join("job-1", w);
+  Form("job-1", {"a", "b"});
+  for (uint64_t step : {3, 4}) {
+    for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, step).ok());
+    ASSERT_TRUE(Commit("a", step).ok());
+    EXPECT_EQ(coordinator_->GetJob("job-1")->state(),
+              step < 4 ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_FINISHED);
+  }
+  EXPECT_EQ(coordinator_->AcquireShard("job-1", "a").status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(coordinator_->Join({"job-1", "", "c", "127.0.0.1:3"}).status().code(),
+            absl::StatusCode::kOutOfRange);
+
+  EXPECT_EQ(coordinator_->ExtendJob("not-a-token", "job-1", 8).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(coordinator_->ExtendJob(admin_, "job-1", 4).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto extended = coordinator_->ExtendJob(admin_, "job-1", 8);
+  ASSERT_TRUE(extended.ok()) << extended.status();
+  EXPECT_EQ(extended->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(extended->spec().max_steps(), 8u);
+  EXPECT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  Reopen();  // durable
+  EXPECT_EQ(coordinator_->GetJob("job-1")->spec().max_steps(), 8u);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_RUNNING);
+
+  // diloco: max_steps counts inner steps, the coordinator's steps are rounds.
+  v1::JobSpec diloco = Spec("job-2");
+  diloco.set_mode(v1::SYNC_MODE_DILOCO);
+  diloco.mutable_diloco()->set_inner_steps(4);
+  diloco.set_max_steps(10);
+  EXPECT_EQ(FinalStep(diloco), 3u);
+  EXPECT_EQ(FinalStep(Spec("job-3")), 0u);
 }
 
 TEST_F(CoordinatorTest, StreamingCheckpointCommitsTheLedgerToo) {
@@ -504,6 +547,47 @@ TEST_F(CoordinatorTest, SplitUploadWithAGapOrOverlapCommitsNothing) {
   auto good = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
   ASSERT_TRUE(good.ok()) << good.status();
   EXPECT_TRUE(*good);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+}
+
+// Uploads past CoordinatorOptions.max_checkpoint_bytes are refused as the
+// bytes arrive (a whole upload, or one part) or when the last part makes the
+// set too big, and nothing is committed; uploads within it still commit.
+TEST_F(CoordinatorTest, UploadsOverTheCheckpointByteLimitCommitNothing) {
+  max_checkpoint_bytes_ = 40;
+  Reopen();
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
+
+  // One part alone past the limit: 10 floats and the 8-byte blob.
+  auto big = SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 10);
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(big.status().message(), HasSubstr("--max-checkpoint-bytes"));
+  // Two parts within it, together past it (32 + 16 bytes).
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
+  auto together = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
+  EXPECT_EQ(together.status().code(), absl::StatusCode::kResourceExhausted);
+  // A whole upload past it: refused at the byte that crosses it, and after.
+  auto writer = coordinator_->BeginCheckpoint("job-1", "a", 3);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const std::string blob(48, 'x');
+  ASSERT_TRUE((*writer)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {48}).ok());
+  ASSERT_TRUE((*writer)->Append(blob.data(), 30).ok());
+  EXPECT_EQ((*writer)->Append(blob.data() + 30, 18).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*writer)->Append(blob.data() + 30, 1).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*writer)->Commit().code(), absl::StatusCode::kResourceExhausted);
+  writer->reset();  // abandoned: the store's save slot is free again
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  EXPECT_EQ(coordinator_->checkpoints()->OpenLatest("job-1").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "uploads"));
+
+  // An upload within the limit still commits.
+  auto small = coordinator_->BeginCheckpoint("job-1", "a", 3);
+  ASSERT_TRUE(small.ok()) << small.status();
+  ASSERT_TRUE((*small)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {40}).ok());
+  ASSERT_TRUE((*small)->Append(blob.data(), 40).ok());
+  ASSERT_TRUE((*small)->Commit().ok());
   EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
 }
 
@@ -615,7 +699,7 @@ TEST_F(CoordinatorTest, EverySampleIsTrainedExactlyOnceAcrossFailures) {
       std::optional<ShardLease>& lease = leases[worker];
       if (!lease.has_value()) {
         auto acquired = coordinator_->AcquireShard("job-1", worker);
-        if (acquired.status().code() == absl::StatusCode::kUnavailable) continue;
+        if (acquired.status().code() == absl::StatusCode::kResourceExhausted) continue;
         ASSERT_TRUE(acquired.ok()) << acquired.status();
         lease = *acquired;
       }
@@ -690,7 +774,7 @@ TEST_F(CoordinatorTest, ConcurrentWorkersConsumeEveryShardOnce) {
       uint64_t request = 0;
       for (;;) {
         auto lease = coordinator_->AcquireShard("job-1", workers[w]);
-        if (lease.status().code() == absl::StatusCode::kUnavailable) return;
+        if (lease.status().code() == absl::StatusCode::kResourceExhausted) return;
         ASSERT_TRUE(lease.ok()) << lease.status();
         for (uint64_t offset = lease->offset; offset < lease->size;) {
           offset += 10;

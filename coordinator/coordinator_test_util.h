@@ -57,6 +57,7 @@ class CoordinatorFixture : public ::testing::Test {
     options.rendezvous_timeout = absl::Seconds(30);
     options.restart_grace = absl::Seconds(20);
     options.sync_writes = false;
+    if (max_checkpoint_bytes_ > 0) options.max_checkpoint_bytes = max_checkpoint_bytes_;
     options.load_shards = [this](const v1::JobSpec&) -> absl::StatusOr<std::vector<ShardSpec>> {
       return shards_;
     };
@@ -144,6 +145,7 @@ class CoordinatorFixture : public ::testing::Test {
   std::vector<ShardSpec> shards_ = {{"s0", 100}, {"s1", 100}, {"s2", 100}};
   std::unique_ptr<Coordinator> coordinator_;
   std::string admin_;
+  uint64_t max_checkpoint_bytes_ = 0;  // 0: the default; Reopen() applies it
 };
 
 }  // namespace potluck::testing_util

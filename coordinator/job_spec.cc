@@ -301,6 +301,14 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   return absl::InvalidArgumentError(absl::StrCat("invalid JobSpec: ", absl::StrJoin(errors, "; ")));
 }
 
+uint64_t FinalStep(const v1::JobSpec& spec) {
+  if (spec.mode() != v1::SYNC_MODE_DILOCO || spec.diloco().inner_steps() == 0) {
+    return spec.max_steps();
+  }
+  const uint64_t h = spec.diloco().inner_steps();
+  return (spec.max_steps() + h - 1) / h;
+}
+
 absl::string_view JobStateName(v1::JobState state) {
   switch (state) {
     case v1::JOB_STATE_RUNNING:

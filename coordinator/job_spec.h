@@ -35,6 +35,11 @@ absl::StatusOr<std::string> YamlToJson(absl::string_view yaml);
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
 
+// The coordinator step whose commit completes the job: max_steps, or in
+// diloco mode (whose steps are rounds, max_steps counting inner steps)
+// ceil(max_steps / inner_steps). 0 when the spec sets no max_steps.
+uint64_t FinalStep(const v1::JobSpec& spec);
+
 // "running", "paused", "cancelled", "finished" (or "unknown"), for messages
 // and the command line.
 absl::string_view JobStateName(v1::JobState state);

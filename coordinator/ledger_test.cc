@@ -58,7 +58,7 @@ TEST(ShardLedger, OneLeasePerWorkerAndPartlyCommittedShardsFirst) {
   EXPECT_EQ(*ledger.Acquire("x"), 0u);
   EXPECT_EQ(*ledger.Acquire("x"), 0u);  // a retry returns the same lease
   EXPECT_EQ(*ledger.Acquire("y"), 1u);
-  EXPECT_EQ(ledger.Acquire("z").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger.Acquire("z").status().code(), absl::StatusCode::kResourceExhausted);
   ASSERT_TRUE(ledger.Report(1, "y", 4, 1).ok());
   ledger.ApplyCommitted(ledger.SnapshotAt(1, 1));
   ledger.Release("y");
@@ -84,7 +84,7 @@ TEST(ShardLedger, EachRankLeasesItsOwnSlotWhoeverAsksFirst) {
   EXPECT_EQ(*ledger.Acquire("a", 0, 2), 4u);
   ASSERT_TRUE(ledger.Report(4, "a", 10, 3).ok());
   // Slot 0 is used up; shard 3 is slot 1's although rank 0 is idle.
-  EXPECT_EQ(ledger.Acquire("a", 0, 2).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger.Acquire("a", 0, 2).status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(ledger.Acquire("a", 2, 2).status().code(), absl::StatusCode::kInvalidArgument);
 
   // A group of one after a rollback: every lease is dropped and the single

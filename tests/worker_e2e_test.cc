@@ -153,10 +153,16 @@ class WorkerE2eTest : public ::testing::Test {
   // Starts the coordinator on `port` (0: any) and submits the job (unless
   // max_steps is 0: a restart).
   void StartCoordinator(int port, uint64_t max_steps, bool open = true, uint32_t min_workers = 0) {
-    coordinator_ = std::make_unique<CoordinatorProcess>();
-    coordinator_->set_listen(absl::StrCat("127.0.0.1:", port));
-    const std::string error =
-        coordinator_->Start(POTLUCK_BINARY, CoordinatorDir(), {"--lease-seconds", "2"});
+    std::string error;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      coordinator_ = std::make_unique<CoordinatorProcess>();
+      coordinator_->set_listen(absl::StrCat("127.0.0.1:", port));
+      error = coordinator_->Start(POTLUCK_BINARY, CoordinatorDir(), {"--lease-seconds", "2"});
+      // A restart's fixed port can be held for a moment by another
+      // process's outgoing connection: the workers only need it back soon.
+      if (error.empty() || port == 0) break;
+      absl::SleepFor(absl::Seconds(1));
+    }
     ASSERT_EQ(error, "");
     address_ = coordinator_->address();
     if (max_steps == 0) return;
@@ -276,7 +282,7 @@ class WorkerE2eTest : public ::testing::Test {
         if (workers[i] == nullptr) continue;
         for (const auto& line : workers[i]->Poll()) {
           Record(line);
-          if (line.contains("done")) digests[i] = line["digest"];
+          if (line.contains("digest")) digests[i] = line["digest"];
           on_line(static_cast<int>(i), line);
         }
         int code;
@@ -286,7 +292,7 @@ class WorkerE2eTest : public ::testing::Test {
         for (size_t i = 0; i < workers.size(); ++i) {
           if (workers[i] == nullptr) continue;
           for (const auto& line : workers[i]->Poll()) {
-            if (line.contains("done")) digests[i] = line["digest"];
+            if (line.contains("digest")) digests[i] = line["digest"];
           }
         }
         return digests;
@@ -430,6 +436,17 @@ TEST_F(WorkerE2eTest, JoinerMidRunEndsWithTheSameModel) {
   EXPECT_EQ(digests[0], digests[1]);
   EXPECT_EQ(digests[0], digests[2]);
   EXPECT_EQ(world_at_step_.rbegin()->second, 3);
+
+  // A volunteer arriving after the end is told so and exits 0.
+  std::unique_ptr<WorkerProcess> late = StartWorker(3);
+  int code = -1;
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (!late->Exited(&code) && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(50));
+  bool told = false;
+  for (const auto& line : late->Poll()) told = told || line.value("job_finished", false);
+  EXPECT_EQ(code, 0) << late->LogTail();
+  EXPECT_TRUE(told) << late->LogTail();
+  EXPECT_THAT(late->LogTail(), HasSubstr("is already finished"));
   ExpectLedgerCountsEverySampleOnce(60);
 }
 

@@ -123,6 +123,7 @@ class WorkerRuntime::Impl {
   absl::Status Run() {
     RETURN_IF_ERROR(ConfigureComputeThreads(options_.threads).status());
     ASSIGN_OR_RETURN(v1::JobStatus job, Retry([&] { return client_->GetJob(options_.job_id); }));
+    if (job.state() == v1::JOB_STATE_FINISHED) return FoundFinished();
     job_ = job.spec();
     max_steps_ = options_.max_steps > 0 ? options_.max_steps : job_.max_steps();
     if (max_steps_ == 0) return absl::InvalidArgumentError("the job has no max_steps; pass one");
@@ -139,7 +140,10 @@ class WorkerRuntime::Impl {
         options_.advertise_host.empty() ? options_.bind_host : options_.advertise_host;
     JoinRequest join{options_.job_id, options_.token, worker_id_,
                      absl::StrCat(host, ":", listener_->port())};
-    ASSIGN_OR_RETURN(WorkerStatus status, Retry([&] { return client_->Join(join); }));
+    absl::StatusOr<WorkerStatus> joined = Retry([&] { return client_->Join(join); });
+    // (The job finished since GetJob: kOutOfRange, "no more data".)
+    if (joined.status().code() == absl::StatusCode::kOutOfRange) return FoundFinished();
+    ASSIGN_OR_RETURN(WorkerStatus status, std::move(joined));
     generation_ = status.generation;
     latest_generation_ = status.generation;
     heartbeat_ = std::thread([this] { Heartbeats(); });
@@ -152,6 +156,7 @@ class WorkerRuntime::Impl {
   }
 
   void Stop() { stop_ = true; }
+  bool found_finished() const { return found_finished_; }
 
   const std::string& worker_id() const { return worker_id_; }
   uint64_t step() const { return trainer_ ? trainer_->step() : 0; }
@@ -175,6 +180,12 @@ class WorkerRuntime::Impl {
       absl::SleepFor(backoff);
       backoff = std::min(backoff * 2, absl::Seconds(2));
     }
+  }
+
+  // The job finished before this worker joined: nothing to train.
+  absl::Status FoundFinished() {
+    found_finished_ = true;
+    return absl::OkStatus();
   }
 
   absl::Status OpenDataset() {
@@ -532,16 +543,29 @@ class WorkerRuntime::Impl {
     return data_comm_ != nullptr ? data_comm_.get() : comm_.get();
   }
 
-  // Reads up to `sequences` sequences into one batch, leasing a shard when
-  // none is held. Advances `cursor` (the caller commits it when the step is
-  // applied) and records the offset reached per shard in `touched`. Sets
-  // *step_done when this step must read no further: the epoch has no
-  // pending shard, or a shard was finished (the coordinator releases it
-  // only when the step's report arrives, so leasing again now would hand
-  // the same shard back).
-  absl::Status Read(int64_t sequences, std::optional<HeldShard>* cursor,
-                    std::vector<std::pair<uint32_t, uint64_t>>* touched, std::vector<Batch>* out,
-                    bool* step_done) {
+  // What one step reads: the held shard's cursor after it (the caller keeps
+  // it once the step is applied), the offset reached per shard touched, and
+  // the micro-batches (the job's global batch split over the group), and
+  // whether it read short because the coordinator could not be reached (not
+  // because this worker's slot has no pending shard).
+  struct StepData {
+    std::optional<HeldShard> cursor;
+    std::vector<std::pair<uint32_t, uint64_t>> touched;
+    std::vector<Batch> batches;
+    bool unreachable = false;
+  };
+
+  // Reads up to `sequences` sequences into one batch of `data`, leasing a
+  // shard when none is held. Advances its cursor (the caller commits it
+  // when the step is applied) and records the offset reached per shard.
+  // Sets *step_done when this step must read no further: the slot has no
+  // pending shard, the coordinator is unreachable, or a shard was finished
+  // (the coordinator releases it only when the step's report arrives, so
+  // leasing again now would hand the same shard back).
+  absl::Status Read(int64_t sequences, StepData* data, bool* step_done) {
+    std::optional<HeldShard>* cursor = &data->cursor;
+    std::vector<std::pair<uint32_t, uint64_t>>* touched = &data->touched;
+    std::vector<Batch>* out = &data->batches;
     const uint32_t context = job_.model().gpt().context_length();
     const int64_t width = context + 1;
     std::vector<uint32_t> tokens;
@@ -550,7 +574,9 @@ class WorkerRuntime::Impl {
       if (!cursor->has_value()) {
         auto lease = client_->AcquireShard(options_.job_id, worker_id_);
         if (!lease.ok()) {
-          if (lease.status().code() == absl::StatusCode::kUnavailable) {  // none now
+          const absl::StatusCode code = lease.status().code();
+          data->unreachable = code == absl::StatusCode::kUnavailable;
+          if (code == absl::StatusCode::kResourceExhausted || data->unreachable) {
             *step_done = true;
             break;
           }
@@ -573,6 +599,7 @@ class WorkerRuntime::Impl {
         auto reported = client_->ReportProgress(Report(held.id, held.size, BoundaryStep() + 1));
         if (!reported.ok()) {
           if (reported.status().code() == absl::StatusCode::kUnavailable) {
+            data->unreachable = true;
             *step_done = true;
             break;
           }
@@ -613,14 +640,6 @@ class WorkerRuntime::Impl {
     return absl::OkStatus();
   }
 
-  // What one step reads: the held shard's cursor after it (the caller keeps
-  // it once the step is applied), the offset reached per shard touched, and
-  // the micro-batches (the job's global batch split over the group).
-  struct StepData {
-    std::optional<HeldShard> cursor;
-    std::vector<std::pair<uint32_t, uint64_t>> touched;
-    std::vector<Batch> batches;
-  };
   absl::StatusOr<StepData> ReadStep() {
     const int64_t micro = job_.batch().micro_batch_size() > 0 ? job_.batch().micro_batch_size() : 8;
     const int64_t global = job_.batch().global_batch_size();
@@ -629,7 +648,7 @@ class WorkerRuntime::Impl {
     data.cursor = held_;
     bool step_done = false;
     for (int64_t i = 0; i < accumulation && !step_done; ++i) {
-      RETURN_IF_ERROR(Read(micro, &data.cursor, &data.touched, &data.batches, &step_done));
+      RETURN_IF_ERROR(Read(micro, &data, &step_done));
     }
     return data;
   }
@@ -638,7 +657,7 @@ class WorkerRuntime::Impl {
     const absl::Time start = absl::Now();
     const uint64_t step = trainer_->step() + 1;
     ASSIGN_OR_RETURN(StepData data, ReadStep());
-    auto& [cursor, touched, batches] = data;
+    auto& [cursor, touched, batches, unreachable] = data;
     int64_t samples = 0;
     for (const Batch& b : batches) samples += b.samples();
 
@@ -678,16 +697,25 @@ class WorkerRuntime::Impl {
     if (!out_of_data_ && !trainer_->exchange_pending()) {
       ASSIGN_OR_RETURN(data, ReadStep());
     }
-    auto& [cursor, touched, batches] = data;
+    auto& [cursor, touched, batches, unreachable] = data;
     TrainStepResult result;
     if (trainer_->exchange_pending()) {
       // The round's exchange failed and the group formed again as it was:
       // redo the exchange (every member does), then end the round.
       ASSIGN_OR_RETURN(result, trainer_->FinishRound(DataComm()));
+    } else if (batches.empty() && unreachable && !trainer_->RoundOutOfTime()) {
+      // No shard, and the coordinator cannot be reached to lease one: wait
+      // for it (within the outage tolerance) rather than take this worker's
+      // slot for dry, then try again.
+      RETURN_IF_ERROR(CheckOutage());
+      absl::SleepFor(absl::Milliseconds(200));
+      return absl::OkStatus();
     } else if (batches.empty()) {
-      // Nothing left in this worker's slot: it ends its round now and takes
-      // part in the exchange with what it trained (others may train on).
-      out_of_data_ = true;
+      // Nothing left in this worker's slot (or, with the coordinator away,
+      // the round's time is up): it ends its round now and takes part in
+      // the exchange with what it trained (others may train on). Only a dry
+      // slot stays dry until the epoch's end.
+      out_of_data_ = !unreachable;
       ASSIGN_OR_RETURN(result, trainer_->FinishRound(DataComm()));
     } else {
       if (options_.fault_nan_from_step > 0 &&
@@ -954,6 +982,7 @@ class WorkerRuntime::Impl {
   // diloco: this worker found no data in its slot this epoch, and the
   // sequences it trained in the current round.
   bool out_of_data_ = false;
+  bool found_finished_ = false;
   int64_t round_samples_ = 0;
   std::deque<ProgressReport> pending_;
 
@@ -979,6 +1008,7 @@ absl::Status WorkerRuntime::Run() { return impl_->Run(); }
 void WorkerRuntime::Stop() { impl_->Stop(); }
 const std::string& WorkerRuntime::worker_id() const { return impl_->worker_id(); }
 uint64_t WorkerRuntime::step() const { return impl_->step(); }
+bool WorkerRuntime::found_finished() const { return impl_->found_finished(); }
 uint64_t WorkerRuntime::rounds() const { return impl_->rounds(); }
 uint64_t WorkerRuntime::StateDigest() const { return impl_->StateDigest(); }
 uint64_t WorkerRuntime::SharedDigest() const { return impl_->SharedDigest(); }

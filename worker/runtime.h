@@ -129,7 +129,8 @@ class WorkerRuntime {
   ~WorkerRuntime();
 
   // Trains until max_steps is reached and committed, the job finishes or is
-  // cancelled, Stop() is called (then the worker leaves the group), or an
+  // cancelled (found_finished() tells a job that had finished before this
+  // worker joined), Stop() is called (then the worker leaves the group), or an
   // error this worker cannot get past (e.g. its own non-finite gradient:
   // it leaves, so the others regroup without it).
   absl::Status Run();
@@ -137,6 +138,7 @@ class WorkerRuntime {
   void Stop();
 
   const std::string& worker_id() const;
+  bool found_finished() const;
   // After Run: the trainer's step and state digest (tests compare workers).
   uint64_t step() const;
   uint64_t rounds() const;  // diloco

@@ -22,6 +22,74 @@ namespace {
 constexpr uint32_t kContext = 16;
 constexpr int64_t kMicro = 4;
 
+// Forwards to `inner`, except that the first `failures` AcquireShard calls
+// find the coordinator unreachable (a blip while leasing).
+class LeaseBlipClient final : public CoordinatorClient {
+ public:
+  LeaseBlipClient(std::unique_ptr<CoordinatorClient> inner, int failures)
+      : inner_(std::move(inner)), failures_(failures) {}
+
+  absl::StatusOr<ShardLease> AcquireShard(absl::string_view job_id,
+                                          absl::string_view worker_id) override {
+    if (failures_.fetch_sub(1) > 0) return absl::UnavailableError("simulated: unreachable");
+    return inner_->AcquireShard(job_id, worker_id);
+  }
+  absl::StatusOr<v1::JobStatus> GetJob(absl::string_view job_id) override {
+    return inner_->GetJob(job_id);
+  }
+  absl::StatusOr<WorkerStatus> Join(const JoinRequest& request) override {
+    return inner_->Join(request);
+  }
+  absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id,
+                                         absl::string_view worker_id) override {
+    return inner_->Heartbeat(job_id, worker_id);
+  }
+  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id) override {
+    return inner_->Leave(job_id, worker_id);
+  }
+  absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id, absl::string_view reporter,
+                                         absl::string_view failed) override {
+    return inner_->ReportFailure(job_id, reporter, failed);
+  }
+  absl::StatusOr<RendezvousResult> Rendezvous(absl::string_view job_id, absl::string_view worker_id,
+                                              uint64_t generation) override {
+    return inner_->Rendezvous(job_id, worker_id, generation);
+  }
+  absl::StatusOr<ProgressResult> ReportProgress(const ProgressReport& report) override {
+    return inner_->ReportProgress(report);
+  }
+  absl::StatusOr<StepResult> EndStep(absl::string_view job_id, absl::string_view worker_id,
+                                     uint64_t step) override {
+    return inner_->EndStep(job_id, worker_id, step);
+  }
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
+                                                                    absl::string_view worker_id,
+                                                                    uint64_t step) override {
+    return inner_->BeginCheckpoint(job_id, worker_id, step);
+  }
+  absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
+      absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
+      uint32_t parts) override {
+    return inner_->BeginCheckpointPart(job_id, worker_id, step, part, parts);
+  }
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenLatestCheckpoint(
+      absl::string_view job_id) override {
+    return inner_->OpenLatestCheckpoint(job_id);
+  }
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenCheckpoint(absl::string_view job_id,
+                                                                   uint64_t step) override {
+    return inner_->OpenCheckpoint(job_id, step);
+  }
+  absl::StatusOr<std::string> FetchDatasetFile(absl::string_view job_id,
+                                               absl::string_view name) override {
+    return inner_->FetchDatasetFile(job_id, name);
+  }
+
+ private:
+  std::unique_ptr<CoordinatorClient> inner_;
+  std::atomic<int> failures_;
+};
+
 class RuntimeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -68,7 +136,7 @@ class RuntimeTest : public ::testing::Test {
 
   WorkerOptions Options(int index) {
     WorkerOptions options;
-    options.job_id = "rt";
+    options.job_id = job_.job_id();
     options.state_dir = absl::StrCat(dir_, "/worker", index);
     options.heartbeat_interval = absl::Milliseconds(200);
     options.collective_timeout = absl::Seconds(10);
@@ -77,7 +145,7 @@ class RuntimeTest : public ::testing::Test {
 
   // Sequences the committed ledger counts as trained.
   uint64_t CommittedSequences() {
-    auto ledger = coordinator_->GetLedger("rt");
+    auto ledger = coordinator_->GetLedger(job_.job_id());
     EXPECT_TRUE(ledger.ok());
     uint64_t sequences = 0;
     for (const ShardView& shard : ledger->shards) {
@@ -105,13 +173,20 @@ class RuntimeTest : public ::testing::Test {
   }
 
   // Runs `count` workers on threads to the end; `on_step(index, progress)`
-  // is called beside the recording. Returns each worker's Run() status.
+  // is called beside the recording; `lease_blips[i]`: how many of worker
+  // i's first AcquireShard calls find the coordinator unreachable. Returns
+  // each worker's Run() status.
   std::vector<absl::Status> RunWorkers(
       int count, std::vector<std::unique_ptr<WorkerRuntime>>* workers,
-      const std::function<void(int, const WorkerProgress&)>& on_step = nullptr) {
+      const std::function<void(int, const WorkerProgress&)>& on_step = nullptr,
+      const std::vector<int>& lease_blips = {}) {
     std::vector<std::unique_ptr<CoordinatorClient>> clients;
     for (int i = 0; i < count; ++i) {
       clients.push_back(NewInProcessClient(coordinator_.get()));
+      if (i < static_cast<int>(lease_blips.size()) && lease_blips[i] > 0) {
+        clients.back() =
+            std::make_unique<LeaseBlipClient>(std::move(clients.back()), lease_blips[i]);
+      }
       WorkerOptions options = Options(i);
       options.on_step = [this, i, on_step](const WorkerProgress& p) {
         if (on_step) on_step(i, p);
@@ -187,6 +262,35 @@ TEST_F(RuntimeTest, AWorkerThatLeavesMidRunIsRegroupedAroundAndNothingCountsTwic
     EXPECT_EQ(steps_.rbegin()->second.world_size, 2);
   }
   EXPECT_EQ(CommittedSequences(), TrainedSequences());
+}
+
+// DiLoCo: a worker that finds the coordinator unreachable when it leases
+// its first shard waits for it and then trains its slot, instead of taking
+// the slot for dry and exchanging with weight 0 for the rest of the epoch.
+TEST_F(RuntimeTest, DilocoWorkerWaitsOutACoordinatorBlipWhileLeasingAndTrainsItsSlot) {
+  auto admin = coordinator_->CreateAdminToken(absl::Hours(1));
+  ASSERT_TRUE(admin.ok());
+  job_.set_job_id("rd");
+  job_.set_mode(v1::SYNC_MODE_DILOCO);
+  job_.mutable_diloco()->set_inner_steps(2);
+  job_.mutable_diloco()->set_outer_learning_rate(0.7);
+  job_.mutable_diloco()->set_outer_momentum(0.9);
+  job_.mutable_batch()->set_global_batch_size(8);
+  auto submitted = coordinator_->SubmitJob(*admin, job_);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+
+  constexpr int kWorkers = 2;
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  const std::vector<absl::Status> results = RunWorkers(kWorkers, &workers, nullptr, {0, 3});
+  ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
+  for (int i = 0; i < kWorkers; ++i) {
+    ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
+    // 6 rounds of 2 inner steps each, the blipped worker's included.
+    EXPECT_EQ(workers[i]->step(), 12u) << "worker " << i;
+    EXPECT_EQ(workers[i]->SharedDigest(), workers[0]->SharedDigest()) << "worker " << i;
+  }
+  EXPECT_EQ(CommittedSequences(), TrainedSequences());
+  EXPECT_EQ(CommittedSequences(), 12u * 8);
 }
 
 }  // namespace

@@ -201,9 +201,7 @@ class Trainer::Impl {
     if (diloco()) {
       ++inner_in_round_;
       round_samples_ += samples;
-      const bool out_of_time = config_.inner_time_limit > absl::ZeroDuration() &&
-                               clock_->Now() - round_start_ >= config_.inner_time_limit;
-      if (inner_in_round_ >= config_.inner_steps || out_of_time) {
+      if (inner_in_round_ >= config_.inner_steps || RoundOutOfTime()) {
         exchange_pending_ = true;
         RETURN_IF_ERROR(OuterStep(comm));
         result.exchanged = true;
@@ -212,6 +210,11 @@ class Trainer::Impl {
     result.step = step_;
     result.rounds = rounds_;
     return result;
+  }
+
+  bool RoundOutOfTime() const {
+    return config_.inner_time_limit > absl::ZeroDuration() && inner_in_round_ > 0 &&
+           clock_->Now() - round_start_ >= config_.inner_time_limit;
   }
 
   absl::StatusOr<TrainStepResult> FinishRound(Communicator* comm) {
@@ -502,6 +505,7 @@ uint64_t Trainer::step() const { return impl_->step_; }
 uint64_t Trainer::rounds() const { return impl_->rounds_; }
 uint32_t Trainer::inner_steps_in_round() const { return impl_->inner_in_round_; }
 bool Trainer::exchange_pending() const { return impl_->exchange_pending(); }
+bool Trainer::RoundOutOfTime() const { return impl_->RoundOutOfTime(); }
 const TrainingConfig& Trainer::config() const { return impl_->config_; }
 std::vector<TensorToSave> Trainer::StateTensors() const { return impl_->StateTensors(); }
 std::string Trainer::StateBlob() const { return impl_->StateBlob(); }

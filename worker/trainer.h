@@ -127,6 +127,9 @@ class Trainer {
   uint32_t inner_steps_in_round() const;
   // diloco: the round's exchange failed and has not been redone yet.
   bool exchange_pending() const;
+  // diloco: the round has begun and its time limit has passed (false
+  // without a limit).
+  bool RoundOutOfTime() const;
   const TrainingConfig& config() const;
 
   // The complete trainer state: parameters ("param/<name>", views of the

@@ -30,7 +30,7 @@ absl::StatusOr<uint32_t> ShardLedger::Acquire(absl::string_view worker, uint32_t
     }
   }
   if (best < 0) {
-    return absl::UnavailableError(absl::StrCat(
+    return absl::ResourceExhaustedError(absl::StrCat(
         "no pending shard for slot ", slot, " of ", slots, " in epoch ", epoch_,
         ": its shards are leased, or consumed and waiting for a checkpoint; retry later"));
   }

@@ -55,7 +55,7 @@ class ShardLedger {
   // which data depends only on the ranks and the ledger, never on who asks
   // first: a run resumed from a checkpoint with the same world size reads
   // what the uninterrupted run read. The lease starts at the shard's
-  // consumed offset. kUnavailable when the slot has no pending shard (the
+  // consumed offset. kResourceExhausted when the slot has no pending shard (the
   // others' may still have some: at an epoch's end a member can idle for up
   // to one shard's worth of steps).
   absl::StatusOr<uint32_t> Acquire(absl::string_view worker, uint32_t slot = 0, uint32_t slots = 1);

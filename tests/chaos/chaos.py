@@ -219,6 +219,8 @@ class Lineage:
 
     def add(self, worker, line):
         if line.get("done"):
+            if line.get("job_finished"):
+                return  # restarted after the end: it trained nothing
             # What every member must hold alike (diloco: inner optimizer
             # state is each worker's own).
             self.digests[worker] = line["shared_digest"]
