@@ -322,6 +322,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(options.max_message_bytes);
   arguments.SetMaxSendMessageSize(options.max_message_bytes);
+  const int backoff_ms = static_cast<int>(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(100, backoff_ms));
+  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::min(100, backoff_ms));
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff_ms);
+  // A failed connection makes the channel resolve the name again, at most
+  // this often (30 s by default): that, more than the backoff, kept a
+  // restarted coordinator unseen for seconds.
+  arguments.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, std::min(250, backoff_ms));
   return grpc::CreateCustomChannel(address, credentials, arguments);
 }
 

@@ -32,6 +32,11 @@ struct GrpcClientOptions {
   absl::Duration deadline = absl::Seconds(10);  // per call (per stream)
   int max_message_bytes = 8 << 20;
   int piece_bytes = 1 << 20;  // checkpoint bytes per PutCheckpoint message
+  // The longest wait between attempts to reach a coordinator that went away
+  // (its name is resolved again at most every 250 ms). gRPC's defaults
+  // (backoff growing to 2 minutes, a name resolved at most every 30 s) kept
+  // workers from seeing a restarted coordinator for ~10 s; now 0.1-0.7 s.
+  absl::Duration max_reconnect_backoff = absl::Seconds(1);
 };
 
 // The administrative calls (SubmitJob, tokens, Drain need an admin token).
