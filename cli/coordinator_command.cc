@@ -316,6 +316,24 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
     });
   }
 
+  auto max_steps = std::make_shared<uint64_t>(0);
+  CLI::App* extend = job_command->add_subcommand(
+      "extend", "Raise a job's max_steps (a job finished at its last step trains on)");
+  AddRemoteFlags(extend, args.get(), /*admin=*/true);
+  extend->add_option("JOB", *job_id, "Job id")->required();
+  extend->add_option("--max-steps", *max_steps, "The new last step")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  extend->callback([args, job_id, max_steps, exit_code] {
+    Run("job extend", exit_code, [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::string token, AdminToken(*args));
+      ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorAdmin> admin, Connect(*args));
+      ASSIGN_OR_RETURN(v1::JobStatus job, admin->ExtendJob(token, *job_id, *max_steps));
+      PrintJob(job);
+      return absl::OkStatus();
+    });
+  });
+
   // Offline: the ledger in a stopped coordinator's directory (RocksDB allows
   // one process at a time), for audits such as the chaos suite's
   // exactly-once check.

@@ -748,6 +748,10 @@ absl::StatusOr<v1::JobStatus> Coordinator::Impl::ExtendJob(absl::string_view adm
   }
   return WithJob(job_id, [&](Job& job) -> absl::StatusOr<v1::JobStatus> {
     const uint64_t current = job.record.spec().max_steps();
+    if (current == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_steps: job ", job.id(), " has none: it runs until its epochs are trained"));
+    }
     if (max_steps <= current) {
       return absl::InvalidArgumentError(absl::StrCat(
           "max_steps: job ", job.id(), " already runs to ", current, "; got ", max_steps));

@@ -190,7 +190,8 @@ class Coordinator {
   absl::Status CancelJob(absl::string_view admin_token, absl::string_view job_id);
   // A job is finished when the checkpoint of its last step (FinalStep) or
   // of its last epoch's end commits. ExtendJob raises max_steps (and makes a
-  // job finished by its steps run again): kInvalidArgument unless it grows,
+  // job finished by its steps run again): kInvalidArgument unless it grows
+  // (a job without max_steps has nothing to extend),
   // kFailedPrecondition for a cancelled job or one that trained all its
   // epochs. Admin token required.
   absl::StatusOr<v1::JobStatus> ExtendJob(absl::string_view admin_token, absl::string_view job_id,

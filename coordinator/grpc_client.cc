@@ -529,6 +529,16 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
                                           absl::string_view job_id) override {
     return Control(&Stub::CancelJob, admin_token, job_id, "CancelJob");
   }
+  absl::StatusOr<v1::JobStatus> ExtendJob(absl::string_view admin_token, absl::string_view job_id,
+                                          uint64_t max_steps) override {
+    v1::ExtendJobRequest request;
+    request.set_admin_token(std::string(admin_token));
+    request.set_job_id(std::string(job_id));
+    request.set_max_steps(max_steps);
+    ASSIGN_OR_RETURN(v1::JobControlResponse response,
+                     connection_.Call(&Stub::ExtendJob, request, "ExtendJob"));
+    return response.job();
+  }
   absl::StatusOr<std::string> CreateToken(absl::string_view admin_token, absl::string_view job_id,
                                           absl::Duration ttl) override {
     v1::CreateTokenRequest request;

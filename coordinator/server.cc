@@ -131,6 +131,14 @@ class Service final : public ServiceBase {
                          v1::JobControlResponse* response) override {
     return Control(*request, response, &Coordinator::CancelJob);
   }
+  grpc::Status ExtendJob(grpc::ServerContext*, const v1::ExtendJobRequest* request,
+                         v1::JobControlResponse* response) override {
+    RETURN_GRPC(CheckVersion(*request));
+    auto job = core_->ExtendJob(request->admin_token(), request->job_id(), request->max_steps());
+    if (!job.ok()) return ToGrpc(job.status());
+    *response->mutable_job() = *std::move(job);
+    return grpc::Status::OK;
+  }
   grpc::Status CreateToken(grpc::ServerContext*, const v1::CreateTokenRequest* request,
                            v1::CreateTokenResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));

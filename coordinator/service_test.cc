@@ -346,6 +346,22 @@ TEST_F(ServiceTest, TokensRevokedOverGrpcStopWorking) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(ServiceTest, ExtendJobOverGrpcRaisesMaxSteps) {
+  v1::JobSpec spec = Spec("job-2");
+  spec.set_max_steps(10);
+  ASSERT_TRUE(admin_client_->SubmitJob(admin_, spec, "req-2").ok());
+  EXPECT_EQ(admin_client_->ExtendJob("not-a-token", "job-2", 20).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(admin_client_->ExtendJob(admin_, "job-2", 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(admin_client_->ExtendJob(admin_, "job-9", 20).status().code(),
+            absl::StatusCode::kNotFound);
+  auto extended = admin_client_->ExtendJob(admin_, "job-2", 20);
+  ASSERT_TRUE(extended.ok()) << extended.status();
+  EXPECT_EQ(extended->spec().max_steps(), 20u);
+  EXPECT_EQ(admin_client_->GetJob("job-2")->spec().max_steps(), 20u);
+}
+
 TEST_F(ServiceTest, HealthServiceAnswersServing) {
   auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);

@@ -112,6 +112,11 @@ TEST_F(CoordinatorCliTest, SubmitListStatusTokenAndCleanShutdown) {
       RunPotluck("job pause cli-job --coordinator " + again.address() + " --data-dir " + data_dir_);
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("paused"), std::string::npos) << result.output;
+  // A job without max_steps has none to raise.
+  result = RunPotluck("job extend cli-job --max-steps 50 --coordinator " + again.address() +
+                      " --data-dir " + data_dir_);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("has none"), std::string::npos) << result.output;
   EXPECT_EQ(again.Signal(SIGINT), 0) << again.printed();
 }
 
