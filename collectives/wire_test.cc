@@ -26,6 +26,20 @@ constexpr char kSecret[] = "generation-secret";
 
 absl::Time In(absl::Duration duration) { return absl::Now() + duration; }
 
+// The two ranks of a formed group sum 1s and 2s: both must hold 3s.
+void ExpectTheGroupSums(Communicator* rank0, Communicator* rank1) {
+  std::vector<int32_t> a(10, 1), b(10, 2);
+  std::thread other([&] {
+    EXPECT_TRUE(
+        rank1->AllReduce(TensorView::Of(b.data(), 10), ReduceOp::kSum, In(absl::Seconds(10))).ok());
+  });
+  EXPECT_TRUE(
+      rank0->AllReduce(TensorView::Of(a.data(), 10), ReduceOp::kSum, In(absl::Seconds(10))).ok());
+  other.join();
+  EXPECT_EQ(a, std::vector<int32_t>(10, 3));
+  EXPECT_EQ(b, std::vector<int32_t>(10, 3));
+}
+
 TEST(FrameHeader, AcceptsOnlyTheFrameThatIsDue) {
   const cw::FrameHeaderBytes header = cw::EncodeFrameHeader(4096, 77);
   EXPECT_TRUE(cw::CheckFrameHeader(header, 4096, 77, "rank 1").ok());
@@ -140,17 +154,7 @@ TEST(TcpHandshake, IntrudersAreRefusedAndTheGroupStillForms) {
   ASSERT_TRUE(rank1.ok()) << rank1.status();
   server.join();
   ASSERT_NE(rank0, nullptr);
-  std::vector<int32_t> a(10, 1), b(10, 2);
-  std::thread other([&] {
-    EXPECT_TRUE((*rank1)
-                    ->AllReduce(TensorView::Of(b.data(), 10), ReduceOp::kSum, In(absl::Seconds(10)))
-                    .ok());
-  });
-  EXPECT_TRUE(
-      rank0->AllReduce(TensorView::Of(a.data(), 10), ReduceOp::kSum, In(absl::Seconds(10))).ok());
-  other.join();
-  EXPECT_EQ(a, std::vector<int32_t>(10, 3));
-  EXPECT_EQ(b, std::vector<int32_t>(10, 3));
+  ExpectTheGroupSums(rank0.get(), rank1->get());
 }
 
 // A peer that passes the handshake (it has the secret) and then sends garbage
@@ -250,17 +254,7 @@ TEST(TcpListener, OnePortServesEveryGenerationAndStaysTaken) {
     ASSERT_TRUE(rank1.ok()) << rank1.status();
     server.join();
     ASSERT_NE(rank0, nullptr);
-    std::vector<int32_t> a(4, 1), b(4, 2);
-    std::thread peer([&] {
-      EXPECT_TRUE(
-          (*rank1)
-              ->AllReduce(TensorView::Of(b.data(), 4), ReduceOp::kSum, In(absl::Seconds(10)))
-              .ok());
-    });
-    EXPECT_TRUE(
-        rank0->AllReduce(TensorView::Of(a.data(), 4), ReduceOp::kSum, In(absl::Seconds(10))).ok());
-    peer.join();
-    EXPECT_EQ(a, std::vector<int32_t>(4, 3));
+    ExpectTheGroupSums(rank0.get(), rank1->get());
     // Between generations the port is still this rank's.
     EXPECT_FALSE(TcpListener::Open("127.0.0.1", port).ok());
   }
@@ -301,16 +295,7 @@ TEST(TcpListener, APeerAheadByAGenerationIsLetInOnceTheRankCatchesUp) {
   ASSERT_TRUE(rank1.ok()) << rank1.status();
   server.join();
   ASSERT_NE(rank0, nullptr);
-  std::vector<int32_t> a(4, 1), b(4, 2);
-  std::thread peer([&] {
-    EXPECT_TRUE((*rank1)
-                    ->AllReduce(TensorView::Of(b.data(), 4), ReduceOp::kSum, In(absl::Seconds(10)))
-                    .ok());
-  });
-  EXPECT_TRUE(
-      rank0->AllReduce(TensorView::Of(a.data(), 4), ReduceOp::kSum, In(absl::Seconds(10))).ok());
-  peer.join();
-  EXPECT_EQ(a, std::vector<int32_t>(4, 3));
+  ExpectTheGroupSums(rank0.get(), rank1->get());
 }
 
 }  // namespace
