@@ -7,10 +7,10 @@
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 #include "checkpoint/internal/format.h"
+#include "checkpoint/rocksdb_status.h"
 #include "common/checksum.h"
 #include "common/status.h"
 #include "rocksdb/db.h"
@@ -255,10 +255,10 @@ class WriterImpl final : public CheckpointWriter {
     RETURN_IF_ERROR(CheckEntryComplete());
     // The data file is durable (contents and directory entry) before the
     // manifest that points at it is written.
-    RETURN_IF_ERROR(Remember(ci::FromRocksDb(file_->Sync(rocksdb::IOOptions(), nullptr),
-                                             absl::StrCat(where_, ": syncing ", path_))));
-    RETURN_IF_ERROR(Remember(ci::FromRocksDb(file_->Close(rocksdb::IOOptions(), nullptr),
-                                             absl::StrCat(where_, ": closing ", path_))));
+    RETURN_IF_ERROR(Remember(FromRocksDb(file_->Sync(rocksdb::IOOptions(), nullptr),
+                                         absl::StrCat(where_, ": syncing ", path_))));
+    RETURN_IF_ERROR(Remember(FromRocksDb(file_->Close(rocksdb::IOOptions(), nullptr),
+                                         absl::StrCat(where_, ": closing ", path_))));
     file_.reset();
     RETURN_IF_ERROR(Remember(db_->SyncDir(db_->JobDataDir(job_id_))));
     manifest_.set_created_unix_micros(absl::ToUnixMicros(absl::Now()));
@@ -341,7 +341,7 @@ class WriterImpl final : public CheckpointWriter {
   }
 
   absl::Status FileWrite(absl::string_view bytes) {
-    return ci::FromRocksDb(
+    return FromRocksDb(
         file_->Append(rocksdb::Slice(bytes.data(), bytes.size()), rocksdb::IOOptions(), nullptr),
         absl::StrCat(where_, ": writing ", path_));
   }
@@ -559,7 +559,7 @@ absl::Status DeleteStep(Database* db, absl::string_view job_id, uint64_t step) {
   const rocksdb::IOStatus deleted =
       db->fs()->DeleteFile(db->DataPath(job_id, step), rocksdb::IOOptions(), nullptr);
   if (!deleted.ok() && !deleted.IsNotFound()) {
-    return ci::FromRocksDb(deleted, absl::StrCat("deleting the data of ", Where(job_id, step)));
+    return FromRocksDb(deleted, absl::StrCat("deleting the data of ", Where(job_id, step)));
   }
   return absl::OkStatus();
 }
@@ -572,7 +572,7 @@ absl::Status RemoveUncommittedData(Database* db, const std::string& data_root) {
   const rocksdb::IOStatus listed =
       db->fs()->GetChildren(data_root, rocksdb::IOOptions(), &jobs, nullptr);
   if (listed.IsNotFound()) return absl::OkStatus();
-  RETURN_IF_ERROR(ci::FromRocksDb(listed, absl::StrCat("listing ", data_root)));
+  RETURN_IF_ERROR(FromRocksDb(listed, absl::StrCat("listing ", data_root)));
   for (const std::string& job : jobs) {
     if (!ValidateJobId(job).ok()) continue;
     const std::string job_dir = db->JobDataDir(job);
@@ -587,7 +587,7 @@ absl::Status RemoveUncommittedData(Database* db, const std::string& data_root) {
         RETURN_IF_ERROR(found);
         continue;
       }
-      RETURN_IF_ERROR(ci::FromRocksDb(
+      RETURN_IF_ERROR(FromRocksDb(
           db->fs()->DeleteFile(absl::StrCat(job_dir, "/", file), rocksdb::IOOptions(), nullptr),
           absl::StrCat("removing uncommitted ", job_dir, "/", file)));
     }
@@ -633,11 +633,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
 
   rocksdb::DB* raw = nullptr;
   const rocksdb::Status opened = rocksdb::DB::Open(db_options, dir, &raw);
-  if (opened.IsIOError() && absl::StrContains(opened.ToString(), "lock")) {
-    return absl::UnavailableError(absl::StrCat(
-        "checkpoint store ", dir, " is in use by another process: ", opened.ToString()));
-  }
-  RETURN_IF_ERROR(ci::FromRocksDb(opened, absl::StrCat("opening checkpoint store ", dir)));
+  RETURN_IF_ERROR(FromRocksDbOpen(opened, dir, absl::StrCat("opening checkpoint store ", dir)));
   auto db = std::make_unique<Database>(std::unique_ptr<rocksdb::DB>(raw), dir, options,
                                        db_options.env->GetFileSystem());
 
@@ -694,7 +690,7 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointStore::BeginSave(
   }
   if (!io.ok()) {
     db_->ReleaseWriter();
-    return ci::FromRocksDb(io, absl::StrCat(where, ": creating its data file"));
+    return FromRocksDb(io, absl::StrCat(where, ": creating its data file"));
   }
   auto writer = std::make_unique<WriterImpl>(db_.get(), std::string(job_id), step, std::move(file));
   RETURN_IF_ERROR(writer->WriteHeader());

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "checkpoint/internal/format.h"
+#include "common/failure.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/file_system.h"
@@ -466,6 +467,43 @@ TEST(CheckpointStore, RefusesOtherDatabasesAndNewerFormats) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(store.status().message().find("not a potluck checkpoint store"),
             absl::string_view::npos);
+}
+
+// A store another open holds (this process, or another one: the crash child)
+// is kUnavailable with the typed reason kStoreLocked, which the CLI acts on
+// without reading the message; once the holder is gone it opens.
+TEST(CheckpointStore, AStoreHeldElsewhereIsLockedByReasonNotByText) {
+  TempDir dir;
+  {
+    auto held = OpenOrDie(dir.path());
+    ASSERT_NE(held, nullptr);
+    const auto second = CheckpointStore::Open(dir.path());
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_TRUE(HasFailure(second.status(), Failure::kStoreLocked)) << second.status();
+  }
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(report[0]);
+    const std::string fd = std::to_string(report[1]);
+    execl(POTLUCK_CRASH_CHILD, POTLUCK_CRASH_CHILD, dir.path().c_str(), "1", fd.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(report[1]);
+  uint64_t step = 0;
+  ASSERT_EQ(read(report[0], &step, sizeof(step)), static_cast<ssize_t>(sizeof(step)));
+  const auto locked = CheckpointStore::Open(dir.path());
+  kill(child, SIGKILL);
+  int wait_status = 0;
+  ASSERT_EQ(waitpid(child, &wait_status, 0), child);
+  close(report[0]);
+  EXPECT_EQ(locked.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(HasFailure(locked.status(), Failure::kStoreLocked)) << locked.status();
+  // The holder is gone: the store opens again.
+  EXPECT_NE(OpenOrDie(dir.path()), nullptr);
 }
 
 // The crash test: a child process saves checkpoint after checkpoint and is

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+#include "common/failure.h"
 #include "common/status.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_client.h"
@@ -393,7 +394,7 @@ CLI::App* AddTokenCommand(CLI::App* app, int* exit_code) {
     CoordinatorOptions options;
     options.data_dir = args->data_dir;
     absl::StatusOr<std::unique_ptr<Coordinator>> opened = Coordinator::Open(options);
-    if (!opened.ok() && absl::StrContains(opened.status().message(), "lock")) {
+    if (HasFailure(opened.status(), Failure::kStoreLocked)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "a coordinator is running on ", args->data_dir,
           "; pass --coordinator ADDR to go through it (", opened.status().message(), ")"));

@@ -25,7 +25,7 @@ namespace potluck {
 absl::Status ErrnoStatus(int errno_value, absl::string_view context);
 
 // Returns `status` with `context` prefixed to its message ("context: message"),
-// keeping the code. OK stays OK.
+// keeping the code and the payloads (common/failure.h). OK stays OK.
 absl::Status Annotate(const absl::Status& status, absl::string_view context);
 
 }  // namespace potluck

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/message_differencer.h"
 
+#include "common/failure.h"
 #include "common/status.h"
 #include "coordinator/internal/ledger.h"
 #include "coordinator/internal/parts.h"
@@ -495,9 +496,10 @@ absl::StatusOr<Worker*> Coordinator::Impl::LiveWorker(Job& job, absl::string_vie
 absl::StatusOr<Worker*> Coordinator::Impl::Member(Job& job, absl::string_view worker_id) {
   ASSIGN_OR_RETURN(Worker * worker, LiveWorker(job, worker_id));
   if (!worker->member()) {
-    return absl::FailedPreconditionError(absl::StrCat("worker ", worker_id,
-                                                      " waits in the join window of job ", job.id(),
-                                                      " (generation ", job.gen.number(), ")"));
+    return WithFailure(absl::FailedPreconditionError(
+                           absl::StrCat("worker ", worker_id, " waits in the join window of job ",
+                                        job.id(), " (generation ", job.gen.number(), ")")),
+                       Failure::kWaitingForAdmission);
   }
   return worker;
 }
@@ -956,8 +958,10 @@ absl::StatusOr<RendezvousResult> Coordinator::Impl::Rendezvous(absl::string_view
       return result;
     }
     if (!worker->member()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker ", worker_id, " is not a member of generation ", generation, " (it waits)"));
+      return WithFailure(absl::FailedPreconditionError(
+                             absl::StrCat("worker ", worker_id, " is not a member of generation ",
+                                          generation, " (it waits in the join window)")),
+                         Failure::kWaitingForAdmission);
     }
     if (!job.arrived.contains(worker_id)) {
       job.arrived.insert(std::string(worker_id));

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "common/dtype.h"
+#include "common/failure.h"
 #include "common/status.h"
 #include "coordinator/server.h"
 #include "potluck/v1/coordinator.grpc.pb.h"
@@ -24,8 +25,13 @@ using Stub = v1::Coordinator::Stub;
 
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(what, ": ", status.error_message()));
+  absl::Status out(static_cast<absl::StatusCode>(status.error_code()),
+                   absl::StrCat(what, ": ", status.error_message()));
+  v1::ErrorDetails details;
+  if (!status.error_details().empty() && details.ParseFromString(status.error_details())) {
+    out = WithFailure(std::move(out), static_cast<Failure>(details.failure()));
+  }
+  return out;
 }
 
 WorkerStatus FromProto(const v1::WorkerStatus& in) {

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "common/dtype.h"
+#include "common/failure.h"
 #include "common/status.h"
 #include "coordinator/client.h"
 #include "potluck/v1/coordinator.grpc.pb.h"
@@ -22,10 +23,18 @@ namespace potluck {
 
 namespace {
 
-// absl and gRPC share the canonical codes, number for number.
+// absl and gRPC share the canonical codes, number for number; a failure
+// reason travels in the details (v1::ErrorDetails).
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  std::string details;
+  if (const Failure failure = FailureOf(status); failure != Failure::kUnspecified) {
+    v1::ErrorDetails error;
+    error.set_failure(static_cast<int32_t>(failure));
+    details = error.SerializeAsString();
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()),
+                      details);
 }
 
 // Returns the gRPC form of `expr` (an absl::Status) if it is not OK.

@@ -14,7 +14,6 @@
 #include <random>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -23,6 +22,7 @@
 #include "collectives/rendezvous.h"
 #include "collectives/tcp_communicator.h"
 #include "collectives/tcp_transport.h"
+#include "common/failure.h"
 #include "common/status.h"
 #include "data/dataset.h"
 #include "data/token_shard.h"
@@ -343,8 +343,7 @@ class WorkerRuntime::Impl {
       }
       absl::Status stepped = Diloco() ? InnerStepOnce() : StepOnce();
       if (stepped.ok()) continue;
-      if (stepped.code() == absl::StatusCode::kDataLoss &&
-          absl::StrContains(stepped.message(), "this worker's own")) {
+      if (HasFailure(stepped, Failure::kOwnStateNotFinite)) {
         leave_ = true;  // the others regroup without this worker at once
         return stepped;
       }
@@ -384,8 +383,7 @@ class WorkerRuntime::Impl {
           absl::SleepFor(kPoll * 10);
           continue;
         }
-        if (code == absl::StatusCode::kFailedPrecondition &&
-            absl::StrContains(r.status().message(), "waits")) {
+        if (HasFailure(r.status(), Failure::kWaitingForAdmission)) {
           // In the join window: admitted at the group's next step boundary.
           absl::SleepFor(kPoll * 5);
           generation = std::max(generation, latest_generation_.load());

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "common/checksum.h"
+#include "common/failure.h"
 #include "common/status.h"
 
 namespace potluck {
@@ -384,10 +385,11 @@ class Trainer::Impl {
   }
 
   absl::Status NonFinite(bool this_worker) const {
-    return absl::DataLossError(
+    const absl::Status status = absl::DataLossError(
         absl::StrCat("non-finite loss or gradient at step ", step_ + 1, " (",
                      this_worker ? "this worker's own" : "from a peer, through the all-reduce",
                      "); the step was not applied"));
+    return this_worker ? WithFailure(status, Failure::kOwnStateNotFinite) : status;
   }
 
   // AdamW (decoupled weight decay) over the flat buffers, the same arithmetic

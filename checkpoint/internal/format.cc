@@ -95,20 +95,4 @@ absl::StatusOr<v1::CheckpointManifest> DecodeManifest(absl::string_view bytes,
   return manifest;
 }
 
-absl::Status FromRocksDb(const rocksdb::Status& status, absl::string_view context) {
-  if (status.ok()) return absl::OkStatus();
-  const std::string message = absl::StrCat(context, ": ", status.ToString());
-  if (status.IsNotFound()) return absl::NotFoundError(message);
-  if (status.IsCorruption()) return absl::DataLossError(message);
-  if (status.IsNoSpace()) return absl::ResourceExhaustedError(message);
-  if (status.IsInvalidArgument()) return absl::InvalidArgumentError(message);
-  if (status.IsNotSupported()) return absl::UnimplementedError(message);
-  if (status.IsTimedOut()) return absl::DeadlineExceededError(message);
-  if (status.IsAborted()) return absl::AbortedError(message);
-  if (status.IsIOError() || status.IsBusy() || status.IsTryAgain()) {
-    return absl::UnavailableError(message);
-  }
-  return absl::InternalError(message);
-}
-
 }  // namespace potluck::checkpoint_internal

@@ -11,7 +11,6 @@
 #include "absl/strings/string_view.h"
 
 #include "potluck/v1/checkpoint.pb.h"
-#include "rocksdb/status.h"
 
 namespace potluck::checkpoint_internal {
 
@@ -53,10 +52,6 @@ std::string EncodeManifest(const v1::CheckpointManifest& manifest);
 // does not parse; kFailedPrecondition for a newer format version.
 absl::StatusOr<v1::CheckpointManifest> DecodeManifest(absl::string_view bytes,
                                                       absl::string_view context);
-
-// Converts a RocksDB status at the lowest layer: Corruption is kDataLoss,
-// NoSpace kResourceExhausted, other I/O errors kUnavailable.
-absl::Status FromRocksDb(const rocksdb::Status& status, absl::string_view context);
 
 }  // namespace potluck::checkpoint_internal
 

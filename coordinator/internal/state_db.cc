@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+#include "checkpoint/rocksdb_status.h"
 #include "common/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -12,20 +13,6 @@
 
 namespace potluck::coordinator_internal {
 namespace {
-
-absl::Status FromRocksDb(const rocksdb::Status& status, absl::string_view context) {
-  if (status.ok()) return absl::OkStatus();
-  const std::string message = absl::StrCat(context, ": ", status.ToString());
-  if (status.IsNotFound()) return absl::NotFoundError(message);
-  if (status.IsCorruption()) return absl::DataLossError(message);
-  if (status.IsNoSpace()) return absl::ResourceExhaustedError(message);
-  if (status.IsBusy() || status.IsTimedOut() || status.IsTryAgain()) {
-    return absl::UnavailableError(message);
-  }
-  if (status.IsInvalidArgument()) return absl::FailedPreconditionError(message);
-  if (status.IsNotSupported()) return absl::UnimplementedError(message);
-  return absl::InternalError(message);
-}
 
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
@@ -52,8 +39,8 @@ absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& dir, b
   rocksdb::Options options;
   options.create_if_missing = true;
   rocksdb::DB* raw = nullptr;
-  RETURN_IF_ERROR(FromRocksDb(rocksdb::DB::Open(options, dir, &raw),
-                              absl::StrCat("opening the coordinator state in ", dir)));
+  RETURN_IF_ERROR(
+      FromRocksDbOpen(rocksdb::DB::Open(options, dir, &raw), dir, "opening the coordinator state"));
   std::unique_ptr<StateDb> db(new StateDb(std::unique_ptr<rocksdb::DB>(raw), sync));
   ASSIGN_OR_RETURN(std::optional<std::string> format, db->Get("format"));
   if (!format.has_value()) {
