@@ -1,0 +1,90 @@
+#include "coordinator/internal/jobs.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+#include "common/status.h"
+#include "coordinator/job_spec.h"
+#include "data/dataset.h"
+
+namespace potluck::coordinator_internal {
+
+absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec& spec) {
+  std::filesystem::path path(spec.dataset().manifest());
+  if (path.filename() == kManifestFile) path = path.parent_path();
+  auto dataset = LoadDataset(path.string());
+  if (!dataset.ok()) return Annotate(dataset.status(), "dataset.manifest");
+  std::vector<ShardSpec> shards;
+  for (const ShardInfo& shard : dataset->train) shards.push_back({shard.file, shard.tokens});
+  return shards;
+}
+
+absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
+                                            const std::vector<ShardSpec>& shard_specs,
+                                            absl::Time now) {
+  if (shard_specs.empty()) {
+    return absl::InvalidArgumentError("dataset.manifest: the dataset has no train shards");
+  }
+  std::vector<Shard> shards;
+  for (const ShardSpec& shard_spec : shard_specs) {
+    if (shard_spec.size == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dataset.manifest: shard ", shard_spec.name, " is empty"));
+    }
+    Shard shard;
+    shard.name = shard_spec.name;
+    shard.size = shard_spec.size;
+    shards.push_back(std::move(shard));
+  }
+  auto job = std::make_unique<Job>();
+  *job->record.mutable_spec() = spec;
+  job->record.set_state(v1::JOB_STATE_RUNNING);
+  job->record.set_last_checkpoint_unix_ms(absl::ToUnixMillis(now));
+  job->ledger = ShardLedger(std::move(shards), 0);
+  job->ledger.MarkAllDirty();
+  job->gen_created = now;
+  job->dirty = true;
+  return job;
+}
+
+absl::Status SetJobState(Job& job, v1::JobState to) {
+  const v1::JobState from = job.record.state();
+  if (from == to) return absl::OkStatus();
+  const bool terminal = from == v1::JOB_STATE_CANCELLED || from == v1::JOB_STATE_FINISHED;
+  if (terminal || (to == v1::JOB_STATE_RUNNING && from != v1::JOB_STATE_PAUSED)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " is ", JobStateName(from),
+                                                      "; cannot make it ", JobStateName(to)));
+  }
+  job.record.set_state(to);
+  job.dirty = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JobStatus> ExtendJob(Job& job, uint64_t max_steps) {
+  const uint64_t current = job.record.spec().max_steps();
+  if (current == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_steps: job ", job.id(), " has none: it runs until its epochs are trained"));
+  }
+  if (max_steps <= current) {
+    return absl::InvalidArgumentError(absl::StrCat("max_steps: job ", job.id(), " already runs to ",
+                                                   current, "; got ", max_steps));
+  }
+  const uint64_t epochs = std::max<uint64_t>(job.record.spec().dataset().epochs(), 1);
+  if (job.record.state() == v1::JOB_STATE_CANCELLED || job.ledger.epoch() >= epochs) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job.id(),
+                     job.ledger.epoch() >= epochs ? " has trained all its epochs" : " is cancelled",
+                     "; it cannot be extended"));
+  }
+  job.record.mutable_spec()->set_max_steps(max_steps);
+  if (job.record.state() == v1::JOB_STATE_FINISHED) job.record.set_state(v1::JOB_STATE_RUNNING);
+  job.dirty = true;
+  return JobStatusOf(job);
+}
+
+}  // namespace potluck::coordinator_internal

@@ -1,0 +1,39 @@
+// A job's life: made from a validated spec and its shards, paused, resumed,
+// cancelled, extended. Private to coordinator/.
+//
+// Like the other parts, these take the job locked by the facade (or build a
+// new one) and mark what must be persisted; the facade checks the admin
+// token and writes.
+#ifndef POTLUCK_COORDINATOR_INTERNAL_JOBS_H_
+#define POTLUCK_COORDINATOR_INTERNAL_JOBS_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+#include "coordinator/internal/job_state.h"
+#include "coordinator/types.h"
+
+namespace potluck::coordinator_internal {
+
+// The train shards of spec.dataset.manifest (a dataset directory or its
+// manifest.json): CoordinatorOptions.load_shards' default.
+absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec& spec);
+
+// A running job with a fresh ledger over `shards`; kInvalidArgument for no
+// shards or an empty one. `spec` must have passed ValidateJobSpec.
+absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
+                                            const std::vector<ShardSpec>& shards, absl::Time now);
+
+// running <-> paused, and either -> cancelled; kFailedPrecondition for any
+// other change (a cancelled or finished job stays so). The same state is OK.
+absl::Status SetJobState(Job& job, v1::JobState to);
+
+// Raises max_steps; see Coordinator::ExtendJob.
+absl::StatusOr<v1::JobStatus> ExtendJob(Job& job, uint64_t max_steps);
+
+}  // namespace potluck::coordinator_internal
+
+#endif  // POTLUCK_COORDINATOR_INTERNAL_JOBS_H_
