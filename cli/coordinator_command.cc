@@ -24,7 +24,7 @@
 #include "common/status.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_client.h"
-#include "coordinator/job_spec.h"
+#include "job/job_spec.h"
 #include "coordinator/server.h"
 
 namespace potluck {

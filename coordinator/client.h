@@ -1,6 +1,8 @@
 // CoordinatorClient: what a worker asks of its coordinator, whether the
-// coordinator runs in the same process (NewInProcessClient, for tests and
-// embedding) or across the network (the gRPC client). The worker runtime is
+// coordinator runs in the same process (in_process_client.h, for tests and
+// embedding) or across the network (the gRPC client). This header and
+// types.h are the potluck::coordinator_client target: a worker depends on
+// them, not on the coordinator core and its RocksDB state. The worker runtime is
 // written against this interface only, so tests can stub or wrap it (drop
 // calls, simulate an outage).
 //
@@ -22,7 +24,7 @@
 #include "absl/strings/string_view.h"
 
 #include "checkpoint/checkpoint_store.h"
-#include "coordinator/coordinator.h"
+#include "coordinator/types.h"
 #include "potluck/v1/coordinator.pb.h"
 
 namespace potluck {
@@ -72,14 +74,6 @@ class CoordinatorClient {
   virtual absl::StatusOr<std::string> FetchDatasetFile(absl::string_view job_id,
                                                        absl::string_view name) = 0;
 };
-
-// A client that calls `coordinator` directly. Not owned: it must outlive the
-// client.
-std::unique_ptr<CoordinatorClient> NewInProcessClient(Coordinator* coordinator);
-
-// The bytes of `name` in the dataset `job` trains on, for FetchDatasetFile
-// implementations: "manifest.json" or a file its manifest lists.
-absl::StatusOr<std::string> ReadDatasetFile(const v1::JobSpec& job, absl::string_view name);
 
 }  // namespace potluck
 

@@ -35,7 +35,7 @@
 #include "coordinator/internal/token.h"
 #include "coordinator/internal/token_book.h"
 #include "coordinator/internal/uploads.h"
-#include "coordinator/job_spec.h"
+#include "job/job_spec.h"
 
 namespace potluck {
 

@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/notification.h"
 
+#include "common/failure.h"
 #include "coordinator/coordinator_test_util.h"
 #include "coordinator/grpc_client.h"
 #include "coordinator/server.h"
@@ -360,6 +361,30 @@ TEST_F(ServiceTest, ExtendJobOverGrpcRaisesMaxSteps) {
   ASSERT_TRUE(extended.ok()) << extended.status();
   EXPECT_EQ(extended->spec().max_steps(), 20u);
   EXPECT_EQ(admin_client_->GetJob("job-2")->spec().max_steps(), 20u);
+}
+
+// The typed failure reason and the job's final step cross the wire.
+TEST_F(ServiceTest, FailureReasonAndFinalStepReachTheWorker) {
+  v1::JobSpec spec = Spec("job-3");
+  spec.set_max_steps(10);
+  spec.mutable_access()->set_min_workers(2);
+  spec.mutable_access()->set_open(true);
+  ASSERT_TRUE(admin_client_->SubmitJob(admin_, spec, "req-3").ok());
+  auto joined = client_->Join({"job-3", "", "w1", "127.0.0.1:1"});
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->final_step, 10u);
+  ASSERT_TRUE(admin_client_->ExtendJob(admin_, "job-3", 30).ok());
+  EXPECT_EQ(client_->Heartbeat("job-3", "w1")->final_step, 30u);
+  // w1 alone forms no generation (min_workers 2); w2 joins, and until the
+  // generation is formed a late joiner w3 waits in the join window.
+  ASSERT_TRUE(client_->Join({"job-3", "", "w2", "127.0.0.1:2"}).ok());
+  for (const char* w : {"w1", "w2"}) {
+    ASSERT_TRUE(client_->Rendezvous("job-3", w, joined->generation + 1).ok());
+  }
+  ASSERT_TRUE(client_->Join({"job-3", "", "w3", "127.0.0.1:3"}).ok());
+  const auto waiting = client_->AcquireShard("job-3", "w3");
+  EXPECT_EQ(waiting.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(FailedBecause(waiting.status(), Failure::kWaitingForAdmission)) << waiting.status();
 }
 
 TEST_F(ServiceTest, HealthServiceAnswersServing) {

@@ -17,8 +17,8 @@ packages=(
   # collectives over MPI (tests run mpirun --oversubscribe); Gloo is the
   # same-run baseline of `potluck bench allreduce`
   libopenmpi-dev openmpi-bin libgloo-dev
-  # small libraries that save hand-written code
-  nlohmann-json3-dev libcli11-dev
+  # small libraries that save hand-written code (yaml-cpp reads job files)
+  nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   # model code (worker/ only); OpenBLAS so libtorch does not fall back to the
   # reference BLAS, which trains a small GPT ~8x slower
   libtorch-dev libopenblas0-pthread

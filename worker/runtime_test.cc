@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 
+#include "coordinator/in_process_client.h"
 #include "data/dataset.h"
 #include "worker/test_util.h"
 

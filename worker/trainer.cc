@@ -10,6 +10,7 @@
 #include "common/checksum.h"
 #include "common/failure.h"
 #include "common/status.h"
+#include "job/job_spec.h"
 
 namespace potluck {
 
@@ -17,43 +18,13 @@ namespace v1 = potluck::v1;
 
 absl::StatusOr<TrainingConfig> TrainingConfigFromJob(const v1::JobSpec& job,
                                                      uint64_t schedule_steps) {
+  // The defaults and range rules are the job library's (job/job_spec.h), the
+  // same the coordinator validates with.
+  ASSIGN_OR_RETURN(const JobSettings s, ResolveJobSettings(job));
   TrainingConfig c;
-  auto invalid = [](absl::string_view field, absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
-  };
-  c.mode = job.mode() == v1::SYNC_MODE_UNSPECIFIED ? v1::SYNC_MODE_SYNC : job.mode();
-  const v1::OptimizerSpec& o = job.optimizer();
-  if (o.learning_rate() < 0) return invalid("optimizer.learning_rate", "must be >= 0");
-  if (o.learning_rate() > 0) c.learning_rate = o.learning_rate();
-  if (o.weight_decay() < 0) return invalid("optimizer.weight_decay", "must be >= 0");
-  c.weight_decay = o.weight_decay();
-  if (o.beta1() < 0 || o.beta1() >= 1) return invalid("optimizer.beta1", "must be in [0, 1)");
-  if (o.beta1() > 0) c.beta1 = o.beta1();
-  if (o.beta2() < 0 || o.beta2() >= 1) return invalid("optimizer.beta2", "must be in [0, 1)");
-  if (o.beta2() > 0) c.beta2 = o.beta2();
-  if (o.epsilon() < 0) return invalid("optimizer.epsilon", "must be >= 0");
-  if (o.epsilon() > 0) c.epsilon = o.epsilon();
-  if (o.grad_clip_norm() < 0) return invalid("optimizer.grad_clip_norm", "must be >= 0");
-  if (o.grad_clip_norm() > 0) c.grad_clip_norm = o.grad_clip_norm();
-  c.warmup_steps = o.warmup_steps();
-  if (o.min_lr_ratio() < 0 || o.min_lr_ratio() > 1) {
-    return invalid("optimizer.min_lr_ratio", "must be in [0, 1]");
-  }
-  if (o.min_lr_ratio() > 0) c.min_lr_ratio = o.min_lr_ratio();
+  static_cast<JobSettings&>(c) = s;
   c.schedule_steps = schedule_steps;
-  const v1::DilocoSpec& d = job.diloco();
-  if (d.inner_steps() > 0) c.inner_steps = d.inner_steps();
-  c.inner_time_limit = absl::Milliseconds(d.inner_time_limit_ms());
-  if (d.outer_learning_rate() < 0) return invalid("diloco.outer_learning_rate", "must be >= 0");
-  if (d.outer_learning_rate() > 0) c.outer_learning_rate = d.outer_learning_rate();
-  if (d.outer_momentum() < 0 || d.outer_momentum() >= 1) {
-    return invalid("diloco.outer_momentum", "must be in [0, 1)");
-  }
-  if (d.outer_momentum() > 0) c.outer_momentum = d.outer_momentum();
-  switch (d.codec()) {
-    case v1::WIRE_CODEC_UNSPECIFIED:
-      c.codec = WireCodec::kNone;
-      break;
+  switch (s.wire_codec) {
     case v1::WIRE_CODEC_FP16:
       c.codec = WireCodec::kFloat16;
       break;
@@ -64,9 +35,9 @@ absl::StatusOr<TrainingConfig> TrainingConfigFromJob(const v1::JobSpec& job,
       c.codec = WireCodec::kInt8;
       break;
     default:
-      return invalid("diloco.codec", "unknown codec");
+      c.codec = WireCodec::kNone;
+      break;
   }
-  c.seed = job.seed();
   return c;
 }
 

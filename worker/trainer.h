@@ -41,34 +41,23 @@
 #include "checkpoint/checkpoint_store.h"
 #include "collectives/communicator.h"
 #include "common/clock.h"
+#include "job/job_spec.h"
 #include "potluck/v1/job.pb.h"
 #include "worker/model.h"
 
 namespace potluck {
 
-// A JobSpec's training settings with every default filled in.
-struct TrainingConfig {
-  potluck::v1::SyncMode mode = potluck::v1::SYNC_MODE_SYNC;
-  double learning_rate = 1e-3;
-  double weight_decay = 0.0;
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double epsilon = 1e-8;
-  double grad_clip_norm = 1.0;  // 0 = no clipping
-  uint32_t warmup_steps = 0;
-  double min_lr_ratio = 0.1;
+// A JobSpec's training settings with every default filled in (the job
+// library's JobSettings), and what the trainer adds to them.
+struct TrainingConfig : JobSettings {
   // Length of the learning-rate schedule in (inner) optimizer steps; 0 = no decay.
   uint64_t schedule_steps = 0;
-  uint32_t inner_steps = 20;                               // diloco H
-  absl::Duration inner_time_limit = absl::ZeroDuration();  // 0 = steps only
-  double outer_learning_rate = 0.7;
-  double outer_momentum = 0.9;
-  WireCodec codec = WireCodec::kNone;
-  uint64_t seed = 0;
+  WireCodec codec = WireCodec::kNone;  // JobSettings::wire_codec, as the codec to use
 };
 
-// Reads the optimizer, mode and DiLoCo settings of `job` (zero fields take the
-// defaults above). kInvalidArgument naming the field for impossible values.
+// Reads the optimizer, mode and DiLoCo settings of `job` through the job
+// library's ResolveJobSettings (job/job_spec.h: its defaults for zero
+// fields, its range rules). kInvalidArgument naming the field.
 absl::StatusOr<TrainingConfig> TrainingConfigFromJob(const potluck::v1::JobSpec& job,
                                                      uint64_t schedule_steps);
 

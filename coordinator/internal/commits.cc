@@ -9,7 +9,7 @@
 
 #include "common/status.h"
 #include "coordinator/internal/membership.h"
-#include "coordinator/job_spec.h"
+#include "job/job_spec.h"
 
 namespace potluck::coordinator_internal {
 

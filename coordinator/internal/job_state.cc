@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "coordinator/internal/state_db.h"
-#include "coordinator/job_spec.h"
+#include "job/job_spec.h"
 
 namespace potluck::coordinator_internal {
 
@@ -48,6 +48,7 @@ WorkerStatus StatusOf(const Job& job, const Worker& worker) {
   status.generation = job.gen.number();
   status.member = worker.member();
   status.job_state = job.record.state();
+  status.final_step = FinalStep(job.record.spec());
   return status;
 }
 

@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 
 #include "common/status.h"
-#include "coordinator/job_spec.h"
 #include "data/dataset.h"
+#include "job/job_spec.h"
 
 namespace potluck::coordinator_internal {
 

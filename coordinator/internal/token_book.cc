@@ -9,7 +9,7 @@
 #include "checkpoint/checkpoint_store.h"
 #include "common/status.h"
 #include "coordinator/internal/token.h"
-#include "coordinator/job_spec.h"
+#include "job/job_spec.h"
 
 namespace potluck::coordinator_internal {
 

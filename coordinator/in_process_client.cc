@@ -1,4 +1,4 @@
-#include "coordinator/client.h"
+#include "coordinator/in_process_client.h"
 
 #include <filesystem>
 #include <fstream>

@@ -1,0 +1,87 @@
+// SubmitJob: a spec is validated, stored once, and its ledger built from
+// the dataset's manifest.
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "coordinator/coordinator.h"
+#include "coordinator/coordinator_test_util.h"
+#include "data/dataset.h"
+
+namespace potluck {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SubmitJobTest : public testing_util::CoordinatorFixture {};
+
+TEST_F(SubmitJobTest, InvalidSpecIsRefusedAndChangesNothing) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_batch()->set_micro_batch_size(0);
+  auto submitted = coordinator_->SubmitJob(admin_, spec);
+  EXPECT_EQ(submitted.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(submitted.status().message(), HasSubstr("batch.micro_batch_size"));
+  EXPECT_TRUE(coordinator_->ListJobs()->empty());
+  Reopen();
+  EXPECT_TRUE(coordinator_->ListJobs()->empty());
+}
+
+TEST_F(SubmitJobTest, ResubmittingIsIdempotentAndAnotherSpecConflicts) {
+  Submit(Spec("job-1"), shards_);
+  EXPECT_TRUE(coordinator_->SubmitJob(admin_, Spec("job-1")).ok());
+  v1::JobSpec other = Spec("job-1");
+  other.set_seed(7);
+  EXPECT_EQ(coordinator_->SubmitJob(admin_, other).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  Submit(Spec("job-2"), shards_);
+  auto jobs = coordinator_->ListJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ((*jobs)[0].spec().job_id(), "job-1");
+  EXPECT_EQ((*jobs)[1].state(), v1::JOB_STATE_RUNNING);
+}
+
+TEST_F(SubmitJobTest, LedgerIsBuiltFromTheDatasetManifest) {
+  const std::filesystem::path corpus = dir_ / "corpus.txt";
+  std::filesystem::create_directories(dir_);
+  {
+    std::ofstream out(corpus);
+    for (int i = 0; i < 200; ++i) out << "line " << i << " of a small corpus\n";
+  }
+  PrepareOptions prepare;
+  prepare.inputs = {corpus.string()};
+  prepare.out_dir = (dir_ / "dataset").string();
+  prepare.shard_tokens = 1000;
+  auto dataset = PrepareDataset(prepare);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  ASSERT_GT(dataset->train.size(), 2u);
+
+  CoordinatorOptions options = Options();
+  options.load_shards = nullptr;  // the default: read the manifest
+  options.data_dir = (dir_ / "coordinator").string();
+  auto coordinator = Coordinator::Open(options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  const std::string admin = *(*coordinator)->CreateAdminToken(absl::Hours(1));
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_dataset()->set_manifest((dir_ / "dataset" / kManifestFile).string());
+  ASSERT_TRUE((*coordinator)->SubmitJob(admin, spec).ok());
+  auto ledger = (*coordinator)->GetLedger("job-1");
+  ASSERT_TRUE(ledger.ok());
+  ASSERT_EQ(ledger->shards.size(), dataset->train.size());
+  uint64_t tokens = 0;
+  for (const ShardView& shard : ledger->shards) tokens += shard.size;
+  EXPECT_EQ(tokens, dataset->train_tokens());
+  EXPECT_EQ(ledger->shards[0].name, dataset->train[0].file);
+
+  spec.set_job_id("job-2");
+  spec.mutable_dataset()->set_manifest((dir_ / "missing").string());
+  auto missing = (*coordinator)->SubmitJob(admin, spec);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("dataset.manifest"));
+}
+
+}  // namespace
+}  // namespace potluck
