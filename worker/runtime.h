@@ -4,38 +4,45 @@
 // reports progress, uploads checkpoints when the coordinator asks, and
 // regroups whenever membership changes.
 //
-// The step protocol (sync mode):
-//  1. read this worker's micro-batches from its leased shard (tentatively: a
-//     failed step puts the cursor back);
-//  2. one small all-reduce of the sample counts (everyone out of data: the
-//     epoch's end, see below), then Trainer::Step (the gradients' all-reduce);
-//  3. queue a progress report per shard the step consumed, flush the queue
-//     and EndStep(step); if the coordinator asks, rank 0 uploads the
-//     checkpoint of this step before its next one.
-// Backends: the group always connects over TCP (the runtime's own small
-// collectives: sample counts, state digests, the epoch), and the trainer's
-// collectives run on WorkerOptions.connect_data's communicator when given.
+// Its parts (worker/internal/, docs/architecture.md):
+//  - Session: join, the heartbeat thread, rejoin, generations, rendezvous,
+//    buffered reports and the outage tolerance, on WorkerOptions.clock.
+//    Its waits follow the job's lease: heartbeats every
+//    min(heartbeat_interval, lease / 3); after a failed collective the
+//    survivors wait a lease's worth (lease + one heartbeat) for the
+//    coordinator to notice the dead peer and make a new generation.
+//  - WorkerGroup: the generation's communicators, connected with
+//    collectives' ConnectGroup. The TCP group carries the runtime's own small
+//    collectives (sample counts, state digests, the epoch); the trainer's
+//    run on WorkerOptions.connect_data's communicator when given.
+//  - AgreeOnState: invariant 3. After every regroup and before every
+//    checkpoint upload the members compare a digest of their state; a
+//    mismatch is logged, counted (state_repairs()) and repaired by a
+//    broadcast from the member furthest on (rank 0 at equal steps).
+//  - ShardCursor: the leased shard and a read position that only a step
+//    that was applied keeps (a failed step puts it back); the group's epoch.
+//  - StepLoop + StepPolicy: regroup and redo a failed step, the epoch's end
+//    and the job's; a policy per mode says what a step is.
 //
-// Regroup: the communicator of the old generation is aborted, the worker
+// Sync mode: each step reads this worker's micro-batches, all-reduces the
+// sample counts (everyone out of data: the epoch's end, when rank 0's
+// checkpoint commits the epoch's shards) and then the gradients, queues a
+// report per shard touched and ends the step with the coordinator.
+//
+// DiLoCo (mode diloco): inner steps run without any collective; the step
+// that ends a round runs the exchange, and the round is the coordinator's
+// step: reports carry it, EndStep and checkpoints happen at round ends, and
+// max_steps (inner steps) becomes ceil(max_steps / H) rounds. A worker whose
+// slot has no data left ends its rounds at once and takes part in the
+// exchanges with nothing; when all have none, the epoch ends. Members keep
+// their own inner state across regroups while their outer state agrees.
+//
+// Regroup: the communicators of the old generation are aborted, the worker
 // rendezvouses on the new one and gets the group's state: from the
 // coordinator's checkpoint when the generation rolls back (a member left),
-// by broadcast from rank 0 when it only adds joiners. Members then compare
-// state digests; a mismatch is logged and repaired by a broadcast from rank 0.
-//
-// DiLoCo jobs (mode diloco): inner steps run without any collective; the
-// step that ends a round runs the exchange (Trainer), and the round is the
-// coordinator's step: reports carry it, EndStep and checkpoints happen at
-// round ends, and max_steps (inner steps) becomes ceil(max_steps / H)
-// rounds. A worker whose slot has no data left ends its rounds at once and
-// takes part in the exchanges with nothing; when all have none, the epoch
-// ends. Members keep their own inner state across regroups while their
-// outer state agrees (Trainer::OuterDigest).
-//
-// A dead peer shows up as a failed collective: the survivors wait for the
-// coordinator to notice the lapsed lease (lease + heartbeat), then regroup
-// and redo the step. While the coordinator is unreachable the worker keeps
-// training on the shard it holds and buffers its reports, for up to
-// `outage_tolerance`.
+// from rank 0 when it only adds joiners; then AgreeOnState. While the
+// coordinator is unreachable the worker keeps training on the shard it
+// holds and buffers its reports, for up to `outage_tolerance`.
 //
 // Thread-safety: Run() on one thread; Stop() from any thread (not from a
 // signal handler: have a thread wait for the signal and call it).
@@ -53,6 +60,7 @@
 #include "absl/time/time.h"
 
 #include "collectives/communicator.h"
+#include "common/clock.h"
 #include "coordinator/client.h"
 #include "worker/model.h"
 
@@ -98,11 +106,14 @@ struct WorkerOptions {
   std::string bind_host = "127.0.0.1";  // where peer links listen
   std::string advertise_host;           // what peers dial; empty = bind_host
   int threads = 1;                      // compute threads for this worker
+  // At most this; shorter when the job's lease asks for it (lease / 3).
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
   absl::Duration collective_timeout = absl::Seconds(30);
   // How long to keep going without the coordinator before giving up.
   absl::Duration outage_tolerance = absl::Minutes(2);
   uint64_t max_steps = 0;  // 0 = the job's max_steps (which must then be set)
+  // What every wait and timestamp of the worker reads. Not owned.
+  Clock* clock = Clock::Real();
   // Fault injection (tests, the chaos suite): from this step on the worker's
   // parameters turn NaN before it trains, as a broken GPU or a bad kernel
   // would make its gradients. 0 = never.
@@ -144,6 +155,9 @@ class WorkerRuntime {
   uint64_t rounds() const;  // diloco
   uint64_t StateDigest() const;
   uint64_t SharedDigest() const;  // Trainer::OuterDigest
+  // Divergent states this worker's group found and repaired (at regroups and
+  // checkpoints; a diloco joiner's expected mismatch is not counted).
+  uint64_t state_repairs() const;
   Model* model();
 
  private:

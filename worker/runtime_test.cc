@@ -15,7 +15,9 @@
 
 #include "coordinator/in_process_client.h"
 #include "data/dataset.h"
+#include "worker/model_io.h"
 #include "worker/test_util.h"
+#include "worker/trainer.h"
 
 namespace potluck {
 namespace {
@@ -262,6 +264,48 @@ TEST_F(RuntimeTest, AWorkerThatLeavesMidRunIsRegroupedAroundAndNothingCountsTwic
     ASSERT_EQ(steps_.size(), 12u);
     EXPECT_EQ(steps_.rbegin()->second.world_size, 2);
   }
+  EXPECT_EQ(CommittedSequences(), TrainedSequences());
+}
+
+// Invariant 3 at checkpoint time: one member's parameters drift (as
+// different hardware can make them) after step 6. Before the checkpoint of
+// step 8 the members compare state digests, find the mismatch, and take
+// rank 0's state; the repair is counted on every member. Without that
+// agreement the drift would survive to the end and into the checkpoints,
+// whose parts the members upload from their own copies.
+TEST_F(RuntimeTest, AMemberWhoseStateDriftedIsRepairedFromRankZeroBeforeTheCheckpoint) {
+  constexpr int kWorkers = 3;
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  std::atomic<bool> perturbed{false};
+  std::atomic<uint64_t> perturbed_digest{0};
+  const std::vector<absl::Status> results =
+      RunWorkers(kWorkers, &workers, [&](int i, const WorkerProgress& p) {
+        if (p.rank != 1 || p.step != 6 || perturbed.exchange(true)) return;
+        torch::NoGradGuard no_grad;
+        workers[i]->model()->trainable().values().narrow(0, 0, 1).add_(0.5);
+        perturbed_digest = workers[i]->StateDigest();
+      });
+  ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
+  ASSERT_TRUE(perturbed.load());
+  for (int i = 0; i < kWorkers; ++i) {
+    ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
+    EXPECT_EQ(workers[i]->step(), 12u);
+    EXPECT_GE(workers[i]->state_repairs(), 1u) << "worker " << i;
+  }
+  for (int i = 1; i < kWorkers; ++i) {
+    EXPECT_EQ(workers[i]->StateDigest(), workers[0]->StateDigest()) << "worker " << i;
+  }
+  // The committed checkpoint of the last step is the members' one model.
+  auto reader = coordinator_->checkpoints()->OpenCheckpoint(job_.job_id(), 12);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  auto model = CreateJobModel(job_);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto config = TrainingConfigFromJob(job_, 12);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto trainer = Trainer::Create(model->get(), *config);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  ASSERT_TRUE((*trainer)->Restore(reader->get()).ok());
+  EXPECT_EQ((*trainer)->StateDigest(), workers[0]->StateDigest());
   EXPECT_EQ(CommittedSequences(), TrainedSequences());
 }
 
