@@ -41,7 +41,6 @@ WorkerStatus FromProto(const v1::WorkerStatus& in) {
   out.generation = in.generation();
   out.member = in.member();
   out.job_state = in.job_state();
-  out.final_step = in.final_step();
   return out;
 }
 
@@ -448,7 +447,7 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
     ASSIGN_OR_RETURN(v1::EndStepResponse response,
                      connection_.Call(&Stub::EndStep, request, "EndStep"));
     return StepResult{response.generation(), response.regroup(), response.should_checkpoint(),
-                      response.job_state(), response.final_step()};
+                      response.job_state()};
   }
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
                                                                     absl::string_view worker_id,

@@ -60,7 +60,6 @@ void ToProto(const WorkerStatus& in, v1::WorkerStatus* out) {
   out->set_generation(in.generation);
   out->set_member(in.member);
   out->set_job_state(in.job_state);
-  out->set_final_step(in.final_step);
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -336,7 +335,6 @@ class Service final : public ServiceBase {
     response->set_regroup(result->regroup);
     response->set_should_checkpoint(result->should_checkpoint);
     response->set_job_state(result->job_state);
-    response->set_final_step(result->final_step);
     return grpc::Status::OK;
   }
 

@@ -38,9 +38,6 @@ struct WorkerStatus {
   uint64_t generation = 0;  // the job's current generation
   bool member = false;      // false: waiting in the join window
   v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
-  // The step whose commit finishes the job (job/job_spec.h FinalStep); 0:
-  // none. It grows when the job is extended: workers read it here.
-  uint64_t final_step = 0;
 };
 
 struct GroupMember {
@@ -96,7 +93,6 @@ struct StepResult {
   // answer (the first one given is kept), so all send their parts of it.
   bool should_checkpoint = false;
   v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
-  uint64_t final_step = 0;  // as in WorkerStatus
 };
 
 struct ShardView {

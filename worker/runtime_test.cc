@@ -245,6 +245,37 @@ TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOn
   EXPECT_GE(CommittedSequences(), 12u * 8);
 }
 
+// `job extend` while the workers run: they learn it at the commit of the old
+// final step (the coordinator's one decision, the same for every member),
+// train on to the new one, and end as one model with every sample counted
+// once. Before, running workers read max_steps once and stopped at the old
+// end, leaving the job running with nobody in it.
+TEST_F(RuntimeTest, AJobExtendedWhileItRunsIsTrainedToItsNewFinalStep) {
+  constexpr int kWorkers = 2;
+  const std::string admin = *coordinator_->CreateAdminToken(absl::Hours(1));
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  std::atomic<bool> extended{false};
+  const std::vector<absl::Status> results =
+      RunWorkers(kWorkers, &workers, [&](int, const WorkerProgress& p) {
+        if (p.step == 6 && !extended.exchange(true)) {
+          auto status = coordinator_->ExtendJob(admin, "rt", 20);
+          EXPECT_TRUE(status.ok()) << status.status();
+        }
+      });
+  ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
+  EXPECT_TRUE(extended.load());
+  for (int i = 0; i < kWorkers; ++i) {
+    ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
+    EXPECT_EQ(workers[i]->step(), 20u) << "worker " << i;
+    EXPECT_EQ(workers[i]->StateDigest(), workers[0]->StateDigest()) << "worker " << i;
+  }
+  auto job = coordinator_->GetJob("rt");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->committed_step(), 20u);
+  EXPECT_EQ(job->state(), v1::JOB_STATE_FINISHED);
+  EXPECT_EQ(CommittedSequences(), TrainedSequences());
+}
+
 TEST_F(RuntimeTest, AWorkerThatLeavesMidRunIsRegroupedAroundAndNothingCountsTwice) {
   constexpr int kWorkers = 3;
   std::vector<std::unique_ptr<WorkerRuntime>> workers;

@@ -48,7 +48,6 @@ WorkerStatus StatusOf(const Job& job, const Worker& worker) {
   status.generation = job.gen.number();
   status.member = worker.member();
   status.job_state = job.record.state();
-  status.final_step = FinalStep(job.record.spec());
   return status;
 }
 

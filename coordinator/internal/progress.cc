@@ -6,7 +6,6 @@
 
 #include "common/status.h"
 #include "coordinator/internal/membership.h"
-#include "job/job_spec.h"
 
 namespace potluck::coordinator_internal {
 
@@ -108,7 +107,6 @@ absl::StatusOr<StepResult> EndStep(Job& job, absl::string_view worker_id, uint64
   }
   result.should_checkpoint = answer->second && step > job.record.committed_step();
   result.job_state = job.record.state();
-  result.final_step = FinalStep(job.record.spec());
   return result;
 }
 

@@ -13,6 +13,7 @@
 
 #include "common/status.h"
 #include "common/tensor_view.h"
+#include "job/job_spec.h"
 #include "worker/internal/step_loop.h"
 #include "worker/internal/step_policy.h"
 
@@ -29,8 +30,7 @@ class DilocoPolicy final : public StepPolicy {
   // The group stops after the round that reaches the final inner step (with
   // a round time limit, rounds may hold fewer).
   bool Done(uint64_t final_step) const override {
-    const uint64_t h = loop_->trainer()->config().inner_steps;
-    return loop_->trainer()->rounds() >= (final_step + h - 1) / h;
+    return loop_->trainer()->rounds() >= FinalStepFor(loop_->job(), final_step);
   }
   // Members keep their own progress; AgreeOnState hands the leader's state
   // to a joiner or to a member that missed a round's exchange.

@@ -94,10 +94,11 @@ absl::Status StepLoop::Run() {
       need_group = false;
     }
     if (policy_->Done(FinalStep())) {
-      const absl::Status finished = Finish();
+      const absl::StatusOr<bool> finished = Finish();
+      if (finished.ok() && !*finished) continue;  // extended: train on
       // The group changed before the last step was committed: regroup (a
       // rollback resumes below the final step) and train on.
-      if (finished.code() != absl::StatusCode::kAborted) return finished;
+      if (finished.status().code() != absl::StatusCode::kAborted) return finished.status();
       need_group = true;
       continue;
     }
@@ -272,7 +273,7 @@ absl::Status StepLoop::EndOfEpoch() {
 
 // The final step reached: rank 0 commits the last step, the others wait for
 // that commit, then everyone leaves.
-absl::Status StepLoop::Finish() {
+absl::StatusOr<bool> StepLoop::Finish() {
   const uint64_t step = policy_->BoundaryStep();
   // A member that finished first has left, which makes a new generation:
   // that regroup signal is no reason to stop when the step is committed.
@@ -283,14 +284,28 @@ absl::Status StepLoop::Finish() {
   const absl::Time give_up = clock->Now() + options_->collective_timeout;
   while (clock->Now() < give_up && !session_->stopping()) {
     auto job = session_->client()->GetJob(session_->job_id());
-    if (job.ok() && job->committed_step() >= step) break;
+    if (job.ok() && job->committed_step() >= step) {
+      // The coordinator decided at this commit whether it finished the job
+      // (job/job_spec.h FinalStep of the spec as it was then): every member
+      // reads the same answer. A job extended before the commit trains on,
+      // unless this worker was told its own number of steps.
+      const uint64_t max_steps = job->spec().max_steps();
+      if (options_->max_steps == 0 && job->state() == v1::JOB_STATE_RUNNING &&
+          max_steps > FinalStep()) {
+        std::cerr << "worker " << session_->worker_id() << ": job " << session_->job_id()
+                  << " was extended to " << max_steps << " steps; training on\n";
+        session_->SetFinalStep(max_steps);
+        return false;
+      }
+      break;
+    }
     if (session_->generation_changed()) {
       return absl::AbortedError("the group changed before the last step was committed");
     }
     clock->SleepFor(kPoll * 5);
   }
   leave_ = true;
-  return absl::OkStatus();
+  return true;
 }
 
 void StepLoop::InjectFaults(uint64_t step) {

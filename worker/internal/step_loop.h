@@ -95,7 +95,10 @@ class StepLoop {
  private:
   absl::Status FreshModel();
   absl::Status FormGroup();
-  absl::Status Finish();
+  // The final step is trained: commit it and wait for the commit. True when
+  // the job ends there; false when it was extended meanwhile (the commit did
+  // not finish it, and the group trains on to the new final step).
+  absl::StatusOr<bool> Finish();
   absl::Status Upload(uint64_t step);
 
   Session* const session_;              // not owned
