@@ -479,7 +479,7 @@ TEST(CheckpointStore, AStoreHeldElsewhereIsLockedByReasonNotByText) {
     ASSERT_NE(held, nullptr);
     const auto second = CheckpointStore::Open(dir.path());
     EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
-    EXPECT_TRUE(HasFailure(second.status(), Failure::kStoreLocked)) << second.status();
+    EXPECT_TRUE(FailedBecause(second.status(), Failure::kStoreLocked)) << second.status();
   }
   int report[2];
   ASSERT_EQ(pipe(report), 0);
@@ -501,7 +501,7 @@ TEST(CheckpointStore, AStoreHeldElsewhereIsLockedByReasonNotByText) {
   ASSERT_EQ(waitpid(child, &wait_status, 0), child);
   close(report[0]);
   EXPECT_EQ(locked.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_TRUE(HasFailure(locked.status(), Failure::kStoreLocked)) << locked.status();
+  EXPECT_TRUE(FailedBecause(locked.status(), Failure::kStoreLocked)) << locked.status();
   // The holder is gone: the store opens again.
   EXPECT_NE(OpenOrDie(dir.path()), nullptr);
 }

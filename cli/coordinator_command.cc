@@ -394,7 +394,7 @@ CLI::App* AddTokenCommand(CLI::App* app, int* exit_code) {
     CoordinatorOptions options;
     options.data_dir = args->data_dir;
     absl::StatusOr<std::unique_ptr<Coordinator>> opened = Coordinator::Open(options);
-    if (HasFailure(opened.status(), Failure::kStoreLocked)) {
+    if (FailedBecause(opened.status(), Failure::kStoreLocked)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "a coordinator is running on ", args->data_dir,
           "; pass --coordinator ADDR to go through it (", opened.status().message(), ")"));

@@ -41,8 +41,8 @@ absl::Status WithFailure(absl::Status status, Failure failure);
 // The reason attached to `status`, or kUnspecified.
 Failure FailureOf(const absl::Status& status);
 
-// Whether `status` carries `failure`.
-inline bool HasFailure(const absl::Status& status, Failure failure) {
+// Whether `status` failed for `failure`.
+inline bool FailedBecause(const absl::Status& status, Failure failure) {
   return !status.ok() && FailureOf(status) == failure;
 }
 

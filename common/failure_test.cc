@@ -14,8 +14,8 @@ TEST(Failure, TravelsWithTheStatusThroughAnnotateAndCopies) {
   const absl::Status annotated = Annotate(tagged, "rendezvous");
   EXPECT_EQ(annotated.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(FailureOf(annotated), Failure::kWaitingForAdmission);
-  EXPECT_TRUE(HasFailure(annotated, Failure::kWaitingForAdmission));
-  EXPECT_FALSE(HasFailure(annotated, Failure::kStoreLocked));
+  EXPECT_TRUE(FailedBecause(annotated, Failure::kWaitingForAdmission));
+  EXPECT_FALSE(FailedBecause(annotated, Failure::kStoreLocked));
   absl::StatusOr<int> carried = annotated;
   EXPECT_EQ(FailureOf(carried.status()), Failure::kWaitingForAdmission);
 }

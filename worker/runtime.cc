@@ -343,7 +343,7 @@ class WorkerRuntime::Impl {
       }
       absl::Status stepped = Diloco() ? InnerStepOnce() : StepOnce();
       if (stepped.ok()) continue;
-      if (HasFailure(stepped, Failure::kOwnStateNotFinite)) {
+      if (FailedBecause(stepped, Failure::kOwnStateNotFinite)) {
         leave_ = true;  // the others regroup without this worker at once
         return stepped;
       }
@@ -383,7 +383,7 @@ class WorkerRuntime::Impl {
           absl::SleepFor(kPoll * 10);
           continue;
         }
-        if (HasFailure(r.status(), Failure::kWaitingForAdmission)) {
+        if (FailedBecause(r.status(), Failure::kWaitingForAdmission)) {
           // In the join window: admitted at the group's next step boundary.
           absl::SleepFor(kPoll * 5);
           generation = std::max(generation, latest_generation_.load());

@@ -393,10 +393,10 @@ TEST_F(TrainerTest, NonFiniteGradientStopsTheStepOnEveryRankAndChangesNothing) {
   });
   EXPECT_EQ(poisoned[0].code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(poisoned[0].message(), HasSubstr("from a peer"));
-  EXPECT_FALSE(HasFailure(poisoned[0], Failure::kOwnStateNotFinite));
+  EXPECT_FALSE(FailedBecause(poisoned[0], Failure::kOwnStateNotFinite));
   EXPECT_EQ(poisoned[1].code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(poisoned[1].message(), HasSubstr("this worker's own"));
-  EXPECT_TRUE(HasFailure(poisoned[1], Failure::kOwnStateNotFinite));
+  EXPECT_TRUE(FailedBecause(poisoned[1], Failure::kOwnStateNotFinite));
   EXPECT_TRUE(unchanged[0]);
   EXPECT_TRUE(unchanged[1]);
   ASSERT_TRUE(after_recovery[0].defined() && after_recovery[1].defined());
