@@ -159,6 +159,10 @@ std::string ConformanceCaseName(const ::testing::TestParamInfo<ConformanceCase>&
   return absl::StrCat(info.param.backend->name(), "_n", info.param.world_size);
 }
 
+void PrintTo(const ConformanceCase& conformance_case, std::ostream* os) {
+  *os << conformance_case.backend->name() << ", " << conformance_case.world_size << " ranks";
+}
+
 void CommunicatorConformance::SetUp() {
   const std::string why = backend().CannotRun(world_size());
   if (!why.empty()) GTEST_SKIP() << backend().name() << ", " << world_size() << " ranks: " << why;

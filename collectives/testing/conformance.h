@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,10 @@ std::vector<ConformanceCase> ConformanceCases(std::shared_ptr<ConformanceBackend
 
 // "tcp_n3".
 std::string ConformanceCaseName(const ::testing::TestParamInfo<ConformanceCase>& info);
+
+// "tcp, 3 ranks": how gtest prints a case, and so what CTest's test names end
+// with (not the bytes of a pointer, which differ from build to build).
+void PrintTo(const ConformanceCase& conformance_case, std::ostream* os);
 
 class CommunicatorConformance : public ::testing::TestWithParam<ConformanceCase> {
  protected:
