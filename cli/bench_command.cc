@@ -247,6 +247,14 @@ absl::StatusOr<std::string> LaunchRanks(const AllreduceArgs& args, const std::st
 }
 
 int RunAllreduce(const AllreduceArgs& args) {
+  // Before any rank starts: a baseline this build lacks is an error that says so.
+  for (const std::string& backend : args.backends) {
+    const absl::Status available = AllreduceBenchBackendAvailable(backend);
+    if (!available.ok()) {
+      std::cerr << "potluck bench allreduce: " << available.message() << "\n";
+      return 2;
+    }
+  }
   // (backend, bytes) -> points over rounds
   std::map<std::pair<std::string, uint64_t>, std::vector<AllreduceBenchPoint>> runs;
   for (int round = 0; round < args.rounds; ++round) {

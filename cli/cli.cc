@@ -34,6 +34,7 @@ int RunVersion(bool json) {
         {"version", kPotluckVersion},      {"commit", kPotluckCommit},
         {"build_type", kPotluckBuildType}, {"compiler", kPotluckCompiler},
         {"with_torch", kPotluckWithTorch}, {"with_cuda", kPotluckWithCuda},
+        {"with_mpi", kPotluckWithMpi},     {"with_gloo", kPotluckWithGloo},
         {"gpus", DescribeGpus()},
     };
     std::cout << info.dump(2) << "\n";
@@ -48,7 +49,8 @@ int RunVersion(bool json) {
 std::string VersionLine() {
   return absl::StrCat("potluck ", kPotluckVersion, " (commit ", kPotluckCommit, ", ",
                       kPotluckBuildType, ", torch ", kPotluckWithTorch ? "on" : "off", ", cuda ",
-                      kPotluckWithCuda ? "on" : "off", ")");
+                      kPotluckWithCuda ? "on" : "off", ", mpi ", kPotluckWithMpi ? "on" : "off",
+                      ", gloo ", kPotluckWithGloo ? "on" : "off", ")");
 }
 
 int RunCli(int argc, char** argv) {

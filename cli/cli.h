@@ -17,7 +17,7 @@ namespace potluck {
 // available yet.
 int RunCli(int argc, char** argv);
 
-// "potluck 0.1.0 (commit abc1234, RelWithDebInfo, torch on, cuda on)".
+// "potluck 0.1.0 (commit abc1234, RelWithDebInfo, torch on, cuda on, mpi on, gloo on)".
 std::string VersionLine();
 
 }  // namespace potluck

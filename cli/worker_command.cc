@@ -92,6 +92,13 @@ int RunWorker(const WorkerArgs& args) {
                  "the CPU (Debian's libtorch has no CUDA)\n";
     return 1;
   }
+#ifndef POTLUCK_WITH_MPI
+  if (args.backend == "mpi") {
+    std::cerr << "potluck worker: --backend mpi: this build has no MPI; configure with "
+                 "-DPOTLUCK_WITH_MPI=ON (needs libopenmpi-dev openmpi-bin), or use --backend tcp\n";
+    return 2;
+  }
+#else
   // Declared before the runtime, so MPI is finalized after it is gone.
   std::unique_ptr<MpiRuntime> mpi;
   if (args.backend == "mpi") {
@@ -105,6 +112,7 @@ int RunWorker(const WorkerArgs& args) {
     options.state_dir = absl::StrCat(args.state_dir, "/rank-", mpi->world_rank());
     options.connect_data = MpiDataBackend(mpi.get());
   }
+#endif
   options.job_id = args.job;
   options.token = args.token;
   if (options.job_id.empty()) {

@@ -4,26 +4,52 @@ find_package(absl CONFIG REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 find_package(GTest CONFIG REQUIRED)
-find_package(benchmark CONFIG REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 
 find_program(POTLUCK_PROTOC protoc REQUIRED)
 find_program(POTLUCK_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 
-if(POTLUCK_WITH_TORCH STREQUAL "AUTO")
-  find_package(Torch CONFIG QUIET)
-  if(Torch_FOUND)
-    set(POTLUCK_WITH_TORCH ON)
+# potluck_optional_package(<option> <what it skips> <how to install> <find_package args...>)
+# Resolves the AUTO/ON/OFF cache option <option> to ON or OFF in this scope:
+# AUTO finds the package quietly and is ON where found, ON requires it, OFF
+# does not look. When the result is OFF it says, visibly, what the build skips.
+# A macro, so that the package's variables reach the caller.
+macro(potluck_optional_package _option _skips _install _package)
+  string(TOUPPER "${${_option}}" _potluck_value)
+  if(_potluck_value STREQUAL "AUTO")
+    find_package(${_package} ${ARGN} QUIET)
+    if(${_package}_FOUND)
+      set(${_option} ON)
+    else()
+      set(${_option} OFF)
+      message(STATUS "${_package} not found: skipping ${_skips} (${_install})")
+    endif()
+  elseif(${_option})
+    find_package(${_package} ${ARGN} REQUIRED)
+    set(${_option} ON)
   else()
-    set(POTLUCK_WITH_TORCH OFF)
-    message(STATUS "libtorch not found: building without the model code (install libtorch-dev)")
+    set(${_option} OFF)
+    message(STATUS "${_option}=OFF: skipping ${_skips}")
   endif()
-elseif(POTLUCK_WITH_TORCH)
-  find_package(Torch CONFIG REQUIRED)
-  set(POTLUCK_WITH_TORCH ON)
-else()
-  set(POTLUCK_WITH_TORCH OFF)
+endmacro()
+
+potluck_optional_package(POTLUCK_WITH_TORCH
+  "worker/ (the model code) and `potluck local|worker|sample|bench train`"
+  "install libtorch-dev" Torch CONFIG)
+potluck_optional_package(POTLUCK_WITH_MPI
+  "potluck::collectives_mpi and its tests (MpiCommunicator.*, the MPI conformance run), \
+`potluck worker --backend mpi`, the MPI baseline of `potluck bench allreduce`"
+  "install libopenmpi-dev openmpi-bin" MPI COMPONENTS C)
+potluck_optional_package(POTLUCK_WITH_GLOO
+  "the Gloo baseline of `potluck bench allreduce`"
+  "install libgloo-dev" Gloo CONFIG)
+# The MPI tests run under mpirun (openmpi-bin); the library alone builds without it.
+if(POTLUCK_WITH_MPI)
+  find_program(POTLUCK_MPIRUN mpirun)
+  if(NOT POTLUCK_MPIRUN)
+    message(STATUS "mpirun not found: skipping the MPI tests (install openmpi-bin)")
+  endif()
 endif()
 
 if(POTLUCK_WITH_CUDA)

@@ -9,9 +9,21 @@ option(POTLUCK_WERROR "Treat warnings in potluck's own code as errors" ON)
 set(POTLUCK_SANITIZE "" CACHE STRING "Sanitizer build: '' (none), 'address' (ASan+UBSan) or 'thread' (TSan)")
 set_property(CACHE POTLUCK_SANITIZE PROPERTY STRINGS "" address thread)
 
-# libtorch is optional: only worker/ model code uses it. AUTO = on where found.
+# Optional dependencies, each AUTO (on where found), ON (required) or OFF
+# (skipped even where installed). PotluckDependencies.cmake resolves each to ON
+# or OFF and says what a missing one skips. None of them is needed by the core
+# (common, collectives, checkpoint, data, coordinator) or its tests.
+#
+# libtorch: only worker/ model code uses it.
 set(POTLUCK_WITH_TORCH AUTO CACHE STRING "Build the model code on libtorch: AUTO, ON or OFF")
 set_property(CACHE POTLUCK_WITH_TORCH PROPERTY STRINGS AUTO ON OFF)
+# OpenMPI: the MPI backend (potluck::collectives_mpi, `potluck worker --backend
+# mpi`), its tests under mpirun, and the MPI baseline of `potluck bench allreduce`.
+set(POTLUCK_WITH_MPI AUTO CACHE STRING "Build the MPI backend and baseline: AUTO, ON or OFF")
+set_property(CACHE POTLUCK_WITH_MPI PROPERTY STRINGS AUTO ON OFF)
+# Gloo: only the same-run baseline of `potluck bench allreduce`.
+set(POTLUCK_WITH_GLOO AUTO CACHE STRING "Build the Gloo baseline of bench allreduce: AUTO, ON or OFF")
+set_property(CACHE POTLUCK_WITH_GLOO PROPERTY STRINGS AUTO ON OFF)
 
 # CUDA/NCCL: on where the toolkit is installed (the GPU itself is only needed to run).
 set(POTLUCK_CUDA_ROOT /usr/local/cuda CACHE PATH "CUDA toolkit root (with NCCL)")

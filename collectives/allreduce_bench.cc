@@ -1,7 +1,8 @@
 #include "collectives/allreduce_bench.h"
 
-#define OMPI_SKIP_MPICXX 1
+#ifdef POTLUCK_WITH_MPI
 #include <mpi.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#ifdef POTLUCK_WITH_GLOO
 #include <gloo/allreduce_halving_doubling.h>
 #include <gloo/allreduce_ring.h>
 #include <gloo/allreduce_ring_chunked.h>
@@ -16,6 +18,7 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
 #include <gloo/transport/tcp/device.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -85,6 +88,7 @@ absl::StatusOr<std::vector<AllreduceBenchPoint>> RunTcp(const AllreduceBenchRank
   return points;
 }
 
+#ifdef POTLUCK_WITH_GLOO
 absl::StatusOr<std::vector<AllreduceBenchPoint>> RunGloo(const AllreduceBenchRank& args) {
   try {
     gloo::transport::tcp::attr attr;
@@ -139,7 +143,9 @@ absl::StatusOr<std::vector<AllreduceBenchPoint>> RunGloo(const AllreduceBenchRan
     return absl::UnavailableError(absl::StrCat("gloo: ", error.what()));
   }
 }
+#endif  // POTLUCK_WITH_GLOO
 
+#ifdef POTLUCK_WITH_MPI
 absl::StatusOr<std::vector<AllreduceBenchPoint>> RunMpi(const AllreduceBenchRank& args) {
   MPI_Init(nullptr, nullptr);
   int rank = 0, world_size = 1;
@@ -173,8 +179,33 @@ absl::StatusOr<std::vector<AllreduceBenchPoint>> RunMpi(const AllreduceBenchRank
   if (rank != 0) points.clear();
   return points;
 }
+#endif  // POTLUCK_WITH_MPI
 
 }  // namespace
+
+absl::Status AllreduceBenchBackendAvailable(absl::string_view backend) {
+  if (backend == "tcp") return absl::OkStatus();
+  if (backend == "gloo") {
+#ifdef POTLUCK_WITH_GLOO
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError(
+        "this build has no Gloo, so no gloo baseline: configure with -DPOTLUCK_WITH_GLOO=ON "
+        "(needs libgloo-dev), or pass --backend tcp,mpi");
+#endif
+  }
+  if (backend == "mpi") {
+#ifdef POTLUCK_WITH_MPI
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError(
+        "this build has no MPI, so no mpi baseline: configure with -DPOTLUCK_WITH_MPI=ON "
+        "(needs libopenmpi-dev openmpi-bin), or pass --backend tcp,gloo");
+#endif
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend '", backend, "': use tcp, gloo or mpi"));
+}
 
 int AllreduceBenchIterations(uint64_t bytes) {
   return static_cast<int>(
@@ -183,17 +214,17 @@ int AllreduceBenchIterations(uint64_t bytes) {
 
 absl::StatusOr<std::vector<AllreduceBenchPoint>> RunAllreduceBenchRank(
     const AllreduceBenchRank& args) {
+  RETURN_IF_ERROR(AllreduceBenchBackendAvailable(args.backend));
   absl::StatusOr<std::vector<AllreduceBenchPoint>> points;
   if (args.backend == "tcp") {
     points = RunTcp(args);
-  } else if (args.backend == "gloo") {
-    points = RunGloo(args);
-  } else if (args.backend == "mpi") {
-    return RunMpi(args);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown backend '", args.backend, "': use tcp, gloo or mpi"));
   }
+#ifdef POTLUCK_WITH_GLOO
+  if (args.backend == "gloo") points = RunGloo(args);
+#endif
+#ifdef POTLUCK_WITH_MPI
+  if (args.backend == "mpi") return RunMpi(args);
+#endif
   if (points.ok() && args.rank != 0) points->clear();
   return points;
 }

@@ -1,7 +1,8 @@
 // The all-reduce benchmark behind `potluck bench allreduce`: one rank of a
 // timing run, for potluck's TCP backend or a same-run baseline (Gloo's
 // all-reduce, OpenMPI's MPI_Allreduce). The launcher in cli/ starts the rank
-// processes (mpirun for MPI) and collects rank 0's results.
+// processes (mpirun for MPI) and collects rank 0's results. The baselines are
+// compiled in only where the build has them (POTLUCK_WITH_GLOO, _MPI).
 //
 // Thread-safety: one call per process.
 #ifndef POTLUCK_COLLECTIVES_ALLREDUCE_BENCH_H_
@@ -11,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace potluck {
 
@@ -41,8 +44,13 @@ struct AllreduceBenchPoint {
   double busbw_gbps() const { return algbw_gbps() * 2.0 * (ranks - 1) / ranks; }
 };
 
-// Runs the rank; rank 0 returns one point per size (other ranks: empty).
-// Every result is checked (n ranks of ones must sum to n) before timing.
+// OK when this build can run `backend` ("tcp", "gloo", "mpi"); otherwise
+// kFailedPrecondition saying that this build has no Gloo (or MPI) and how to
+// get it, or kInvalidArgument for an unknown name.
+absl::Status AllreduceBenchBackendAvailable(absl::string_view backend);
+
+// Runs the rank (first checking AllreduceBenchBackendAvailable); rank 0 returns one point per size
+// (other ranks: empty). Every result is checked (n ranks of ones must sum to n) before timing.
 absl::StatusOr<std::vector<AllreduceBenchPoint>> RunAllreduceBenchRank(
     const AllreduceBenchRank& args);
 

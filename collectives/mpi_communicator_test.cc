@@ -20,15 +20,12 @@
 #endif
 #include <mpi.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
-#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -38,6 +35,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "collectives/testing/conformance.h"
+#include "collectives/testing/values.h"
 #include "common/clock.h"
 #include "common/dtype.h"
 #include "common/tensor_view.h"
@@ -70,10 +69,12 @@ bool TrueOnEveryRank(bool value) {
   return all != 0;
 }
 
-bool SameBytesOnEveryRank(const void* data, size_t bytes) {
-  std::vector<uint8_t> all(bytes * static_cast<size_t>(WorldSize()));
+bool SameBytesOnEveryRank(const void* data, size_t bytes, MPI_Comm comm = MPI_COMM_WORLD) {
+  int members = 0;
+  MPI_Comm_size(comm, &members);
+  std::vector<uint8_t> all(bytes * static_cast<size_t>(members));
   MPI_Allgather(data, static_cast<int>(bytes), MPI_BYTE, all.data(), static_cast<int>(bytes),
-                MPI_BYTE, MPI_COMM_WORLD);
+                MPI_BYTE, comm);
   for (size_t offset = bytes; offset < all.size(); offset += bytes) {
     if (std::memcmp(all.data(), all.data() + offset, bytes) != 0) return false;
   }
@@ -86,60 +87,6 @@ std::vector<int64_t> AllGatherInt64(int64_t value) {
   return all;
 }
 
-// --- Element values as doubles, per storage type.
-
-template <typename T>
-constexpr bool kIsFloatingPoint =
-    std::is_floating_point_v<T> || std::is_same_v<T, Float16> || std::is_same_v<T, BFloat16>;
-
-template <typename T>
-T Make(double value) {
-  if constexpr (std::is_same_v<T, Float16>) {
-    return ToFloat16(static_cast<float>(value));
-  } else if constexpr (std::is_same_v<T, BFloat16>) {
-    return ToBFloat16(static_cast<float>(value));
-  } else {
-    return static_cast<T>(value);
-  }
-}
-
-template <typename T>
-double AsDouble(T value) {
-  if constexpr (std::is_same_v<T, Float16> || std::is_same_v<T, BFloat16>) {
-    return ToFloat(value);
-  } else {
-    return static_cast<double>(value);
-  }
-}
-
-// Unit roundoff of each floating-point format.
-template <typename T>
-double UnitRoundoff() {
-  if constexpr (std::is_same_v<T, Float16>) return std::ldexp(1.0, -11);
-  if constexpr (std::is_same_v<T, BFloat16>) return std::ldexp(1.0, -8);
-  if constexpr (std::is_same_v<T, float>) return std::ldexp(1.0, -24);
-  return std::ldexp(1.0, -53);
-}
-
-// What rank `rank` contributes at index `i`: small integers, or quarters from
-// -1 up for floating point. Over up to 8 ranks every partial sum stays below
-// 64 in magnitude (on a quarter grid) or 127, so it is exact even in bf16 and
-// int8.
-constexpr int kMaxRanksForExactSums = 8;
-template <typename T>
-double InputValue(int rank, size_t i) {
-  const double base = (rank + 1) * static_cast<double>(i % 4) + static_cast<double>(i % 2);
-  if constexpr (kIsFloatingPoint<T>) return base * 0.25 - 1.0;
-  return base;
-}
-
-template <typename T>
-double SumOverRanks(size_t i) {
-  double sum = 0;
-  for (int rank = 0; rank < WorldSize(); ++rank) sum += InputValue<T>(rank, i);
-  return sum;
-}
-
 // A pseudo-random value in [-1, 1) for (rank, i): inputs whose sums round.
 double RandomValue(int rank, size_t i) {
   uint64_t x = (static_cast<uint64_t>(rank) << 40) ^ i;
@@ -148,27 +95,6 @@ double RandomValue(int rank, size_t i) {
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   x ^= x >> 31;
   return static_cast<double>(x >> 11) * std::ldexp(1.0, -52) - 1.0;
-}
-
-// Compares `actual[begin, begin + expected.size())` with `expected` exactly,
-// reporting the first mismatch and how many there were.
-template <typename T>
-::testing::AssertionResult ValuesAre(const std::vector<T>& actual, size_t begin,
-                                     const std::vector<double>& expected) {
-  size_t mismatches = 0;
-  std::string first;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const double value = AsDouble(actual[begin + i]);
-    if (value != expected[i]) {
-      if (mismatches++ == 0) {
-        first = absl::StrCat("element ", begin + i, " is ", value, ", expected ", expected[i]);
-      }
-    }
-  }
-  if (mismatches == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << mismatches << " of " << expected.size() << " elements differ on rank " << WorldRank()
-         << "; first: " << first;
 }
 
 // --- Fixtures.
@@ -219,77 +145,11 @@ class MpiCommunicatorAllDTypesTest : public MpiCommunicatorTest {
     MpiCommunicatorTest::SetUp();
   }
 };
-using AllDTypes =
-    ::testing::Types<float, Float16, BFloat16, double, int32_t, int64_t, uint8_t, int8_t>;
-TYPED_TEST_SUITE(MpiCommunicatorAllDTypesTest, AllDTypes, DTypeNames);
 
 template <typename T>
 class MpiCommunicatorFloatTest : public MpiCommunicatorAllDTypesTest<T> {};
 using FloatDTypes = ::testing::Types<float, Float16, BFloat16, double>;
 TYPED_TEST_SUITE(MpiCommunicatorFloatTest, FloatDTypes, DTypeNames);
-
-// --- Every op on every dtype, exact values.
-
-TYPED_TEST(MpiCommunicatorAllDTypesTest, AllReduceSumIsExactAndIdenticalOnEveryRank) {
-  using T = TypeParam;
-  constexpr size_t kCount = 1031;
-  std::vector<T> data(kCount);
-  std::vector<double> expected(kCount);
-  for (size_t i = 0; i < kCount; ++i) {
-    data[i] = Make<T>(InputValue<T>(WorldRank(), i));
-    expected[i] = SumOverRanks<T>(i);
-  }
-  ASSERT_EQ(this->comm_->AllReduce(TensorView::Of(data.data(), kCount), ReduceOp::kSum, Deadline()),
-            absl::OkStatus());
-  EXPECT_TRUE(ValuesAre(data, 0, expected));
-  EXPECT_TRUE(SameBytesOnEveryRank(data.data(), kCount * sizeof(T)));
-}
-
-TYPED_TEST(MpiCommunicatorAllDTypesTest, ReduceScatterLeavesEachRankTheSumOfItsBlock) {
-  using T = TypeParam;
-  constexpr size_t kBlock = 37;
-  const size_t count = kBlock * static_cast<size_t>(WorldSize());
-  std::vector<T> data(count);
-  for (size_t i = 0; i < count; ++i) data[i] = Make<T>(InputValue<T>(WorldRank(), i));
-  ASSERT_EQ(
-      this->comm_->ReduceScatter(TensorView::Of(data.data(), count), ReduceOp::kSum, Deadline()),
-      absl::OkStatus());
-  const size_t begin = static_cast<size_t>(WorldRank()) * kBlock;
-  std::vector<double> expected(kBlock);
-  for (size_t j = 0; j < kBlock; ++j) expected[j] = SumOverRanks<T>(begin + j);
-  EXPECT_TRUE(ValuesAre(data, begin, expected));
-}
-
-TYPED_TEST(MpiCommunicatorAllDTypesTest, AllGatherGivesEveryRankEveryBlock) {
-  using T = TypeParam;
-  constexpr size_t kBlock = 29;
-  const size_t count = kBlock * static_cast<size_t>(WorldSize());
-  std::vector<T> data(count, Make<T>(99));  // other ranks' blocks: overwritten
-  const size_t own = static_cast<size_t>(WorldRank()) * kBlock;
-  for (size_t j = 0; j < kBlock; ++j) data[own + j] = Make<T>(InputValue<T>(WorldRank(), j));
-  ASSERT_EQ(this->comm_->AllGather(TensorView::Of(data.data(), count), Deadline()),
-            absl::OkStatus());
-  std::vector<double> expected(count);
-  for (size_t i = 0; i < count; ++i) {
-    expected[i] = InputValue<T>(static_cast<int>(i / kBlock), i % kBlock);
-  }
-  EXPECT_TRUE(ValuesAre(data, 0, expected));
-}
-
-TYPED_TEST(MpiCommunicatorAllDTypesTest, BroadcastCopiesTheLastRanksDataToEveryRank) {
-  using T = TypeParam;
-  constexpr size_t kCount = 517;
-  const int root = WorldSize() - 1;  // not rank 0 whenever there are two ranks or more
-  std::vector<T> data(kCount);
-  std::vector<double> expected(kCount);
-  for (size_t i = 0; i < kCount; ++i) {
-    data[i] = Make<T>(InputValue<T>(WorldRank(), i));
-    expected[i] = InputValue<T>(root, i);
-  }
-  ASSERT_EQ(this->comm_->Broadcast(TensorView::Of(data.data(), kCount), root, Deadline()),
-            absl::OkStatus());
-  EXPECT_TRUE(ValuesAre(data, 0, expected));
-}
 
 // --- Averages (floating point only).
 
@@ -301,12 +161,12 @@ TYPED_TEST(MpiCommunicatorFloatTest, AllReduceAverageIsTheSumDividedByWorldSize)
   for (size_t i = 0; i < kCount; ++i) {
     data[i] = Make<T>(InputValue<T>(WorldRank(), i));
     // The correctly rounded quotient of the exact sum.
-    expected[i] = AsDouble(Make<T>(SumOverRanks<T>(i) / WorldSize()));
+    expected[i] = AsDouble(Make<T>(SumOverRanks<T>(WorldSize(), i) / WorldSize()));
   }
   ASSERT_EQ(
       this->comm_->AllReduce(TensorView::Of(data.data(), kCount), ReduceOp::kAverage, Deadline()),
       absl::OkStatus());
-  EXPECT_TRUE(ValuesAre(data, 0, expected));
+  EXPECT_TRUE(ValuesAre(data, 0, expected, WorldRank()));
   EXPECT_TRUE(SameBytesOnEveryRank(data.data(), kCount * sizeof(T)));
 }
 
@@ -322,34 +182,9 @@ TYPED_TEST(MpiCommunicatorFloatTest, ReduceScatterAverageIsTheBlockSumDividedByW
   const size_t begin = static_cast<size_t>(WorldRank()) * kBlock;
   std::vector<double> expected(kBlock);
   for (size_t j = 0; j < kBlock; ++j) {
-    expected[j] = AsDouble(Make<T>(SumOverRanks<T>(begin + j) / WorldSize()));
+    expected[j] = AsDouble(Make<T>(SumOverRanks<T>(WorldSize(), begin + j) / WorldSize()));
   }
-  EXPECT_TRUE(ValuesAre(data, begin, expected));
-}
-
-TYPED_TEST(MpiCommunicatorFloatTest, WeightedAverageMatchesDoubleReferenceWithinRounding) {
-  using T = TypeParam;
-  constexpr size_t kCount = 301;
-  const int size = WorldSize();
-  auto weight_of = [](int rank) { return static_cast<double>(rank + 1); };
-  double total_weight = 0;
-  for (int rank = 0; rank < size; ++rank) total_weight += weight_of(rank);
-  std::vector<T> data(kCount);
-  for (size_t i = 0; i < kCount; ++i) data[i] = Make<T>(InputValue<T>(WorldRank(), i));
-  ASSERT_EQ(this->comm_->AllReduce(TensorView::Of(data.data(), kCount), ReduceOp::kWeightedAverage,
-                                   Deadline(), weight_of(WorldRank())),
-            absl::OkStatus());
-  // One rounding when scaling, one per addition, one to the format: within
-  // (size + 2) units of roundoff of the largest magnitude involved (below 8).
-  const double tolerance = (size + 2) * UnitRoundoff<T>() * 8.0;
-  for (size_t i = 0; i < kCount; ++i) {
-    double expected = 0;
-    for (int rank = 0; rank < size; ++rank) {
-      expected += weight_of(rank) / total_weight * InputValue<T>(rank, i);
-    }
-    EXPECT_NEAR(AsDouble(data[i]), expected, tolerance) << "element " << i;
-  }
-  EXPECT_TRUE(SameBytesOnEveryRank(data.data(), kCount * sizeof(T)));
+  EXPECT_TRUE(ValuesAre(data, begin, expected, WorldRank()));
 }
 
 TYPED_TEST(MpiCommunicatorFloatTest, WeightedAverageIgnoresZeroWeightRanksEvenIfTheyHoldNaN) {
@@ -366,7 +201,7 @@ TYPED_TEST(MpiCommunicatorFloatTest, WeightedAverageIgnoresZeroWeightRanksEvenIf
   ASSERT_EQ(this->comm_->AllReduce(TensorView::Of(data.data(), kCount), ReduceOp::kWeightedAverage,
                                    Deadline(), weight),
             absl::OkStatus());
-  EXPECT_TRUE(ValuesAre(data, 0, expected));
+  EXPECT_TRUE(ValuesAre(data, 0, expected, WorldRank()));
 }
 
 TYPED_TEST(MpiCommunicatorFloatTest, AllReduceOfInexactSumsIsBitIdenticalOnEveryRank) {
@@ -399,6 +234,80 @@ TYPED_TEST(MpiCommunicatorFloatTest, AllReduceOfInexactSumsIsBitIdenticalOnEvery
   EXPECT_EQ(outside, 0u);
 }
 
+// --- The conformance suite (collectives/testing/conformance.h).
+
+// A group of the first `world_size` processes of the job, over a
+// communicator split from MPI_COMM_WORLD; the other processes wait. Groups of
+// up to 4 run under `mpirun -np 4`; larger ones skip, visibly.
+class MpiRankContext final : public RankContext {
+ public:
+  MpiRankContext(MPI_Comm group, std::unique_ptr<Communicator> comm)
+      : group_(group), comm_(std::move(comm)) {}
+  int rank() const override { return comm_->rank(); }
+  int world_size() const override { return comm_->world_size(); }
+  Communicator& comm() override { return *comm_; }
+  void Sync() override { MPI_Barrier(group_); }
+  bool SameBytesOnEveryRank(const void* data, size_t bytes) override {
+    return potluck::SameBytesOnEveryRank(data, bytes, group_);
+  }
+  void Vanish() override { ADD_FAILURE() << "an MPI member cannot vanish in-process"; }
+
+ private:
+  const MPI_Comm group_;  // not owned: RunGroup's, freed after this is gone
+  std::unique_ptr<Communicator> comm_;
+};
+
+class MpiBackend final : public ConformanceBackend {
+ public:
+  std::string name() const override { return "mpi"; }
+  // mpi_communicator.h: "Peers are not told" and "Deadlines and Abort()".
+  DocumentedBehaviour documented() const override {
+    DocumentedBehaviour documented;
+    documented.peer_vanished_not_testable =
+        "a member that dies is reported by OpenMPI's runtime killing the whole job, not as "
+        "kUnavailable, and one that gives up is not told to the others, which fail at their "
+        "own deadlines (StalledPeerIsDeadlineExceededNotAHang)";
+    documented.peers_complete_abandoned_calls = true;
+    return documented;
+  }
+  std::string CannotRun(int world_size) const override {
+    if (world_size <= WorldSize()) return "";
+    return absl::StrCat("mpirun started ", WorldSize(), " process(es); run with -np ", world_size);
+  }
+  void RunGroup(int world_size, const std::function<void(RankContext&)>& body) override {
+    const bool member = WorldRank() < world_size;
+    MPI_Comm group = MPI_COMM_NULL;
+    MPI_Comm_split(MPI_COMM_WORLD, member ? 0 : MPI_UNDEFINED, WorldRank(), &group);
+    std::unique_ptr<MpiRankContext> context;
+    if (member) {
+      auto comm = CreateMpiCommunicator({MPI_Comm_c2f(group)}, ++generation_, Deadline());
+      if (comm.ok()) {
+        context = std::make_unique<MpiRankContext>(group, *std::move(comm));
+        body(*context);
+      } else {
+        ADD_FAILURE() << "rank " << WorldRank() << ": " << comm.status();
+      }
+    }
+    // As MpiCommunicatorTest's TearDown: a failure anywhere fails every rank.
+    EXPECT_TRUE(TrueOnEveryRank(!::testing::Test::HasFailure()))
+        << "this test failed on another rank";
+    context.reset();
+    if (group != MPI_COMM_NULL) MPI_Comm_free(&group);
+  }
+
+ private:
+  uint64_t generation_ = 10000;  // apart from MpiCommunicatorTest's
+};
+
+INSTANTIATE_TEST_SUITE_P(Mpi, CommunicatorConformance,
+                         ::testing::ValuesIn(ConformanceCases(std::make_shared<MpiBackend>(),
+                                                              {1, 2, 3, 4})),
+                         ConformanceCaseName);
+INSTANTIATE_TEST_SUITE_P(Mpi, CommunicatorConformanceFaults,
+                         ::testing::ValuesIn(ConformanceCases(std::make_shared<MpiBackend>(),
+                                                              {2, 3})),
+                         ConformanceCaseName);
+
 // --- 16-bit rounding, on pairs of ranks so that the sum is a single addition.
 
 TEST_F(MpiCommunicatorTest, SixteenBitSumsRoundToNearestEven) {
@@ -421,12 +330,12 @@ TEST_F(MpiCommunicatorTest, SixteenBitSumsRoundToNearestEven) {
       std::vector<Float16> data = {Make<Float16>(mine[0]), Make<Float16>(mine[1])};
       ASSERT_EQ((*comm)->AllReduce(TensorView::Of(data.data(), 2), ReduceOp::kSum, Deadline()),
                 absl::OkStatus());
-      EXPECT_TRUE(ValuesAre(data, 0, expected)) << "float16";
+      EXPECT_TRUE(ValuesAre(data, 0, expected, WorldRank())) << "float16";
     } else {
       std::vector<BFloat16> data = {Make<BFloat16>(mine[0]), Make<BFloat16>(mine[1])};
       ASSERT_EQ((*comm)->AllReduce(TensorView::Of(data.data(), 2), ReduceOp::kSum, Deadline()),
                 absl::OkStatus());
-      EXPECT_TRUE(ValuesAre(data, 0, expected)) << "bfloat16";
+      EXPECT_TRUE(ValuesAre(data, 0, expected, WorldRank())) << "bfloat16";
     }
   }
 }
@@ -637,48 +546,6 @@ TEST_F(MpiCommunicatorTest, StalledPeersMakeDeadlineExceededThenDead) {
     EXPECT_EQ(data[0], size * (size + 1) / 2);
     ASSERT_EQ(control->Barrier(Deadline()), absl::OkStatus());
   }
-}
-
-TEST_F(MpiCommunicatorTest, AbortFromAnotherThreadEndsPendingCallWithAborted) {
-  if (WorldSize() == 1) GTEST_SKIP() << "needs a second rank so that a call stays pending";
-  std::unique_ptr<Communicator> control = MakeControlCommunicator();
-  ASSERT_NE(control, nullptr);
-  std::vector<double> data(16, 1.0);
-  const TensorView view = TensorView::Of(data.data(), data.size());
-  if (WorldRank() == 0) {
-    // The others wait on `control` until rank 0 is done, so the AllReduce is
-    // certainly pending when Abort() comes.
-    std::thread aborter([this] {
-      absl::SleepFor(absl::Milliseconds(200));
-      comm_->Abort();
-    });
-    const absl::Time start = absl::Now();
-    const absl::Status status = comm_->AllReduce(view, ReduceOp::kSum, Deadline());
-    const absl::Duration waited = absl::Now() - start;
-    aborter.join();
-    EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
-    EXPECT_LT(waited, absl::Seconds(20));  // long before the 60 s deadline
-    const absl::Status later = comm_->Barrier(Deadline());
-    EXPECT_EQ(later.code(), absl::StatusCode::kAborted) << later;
-    ASSERT_EQ(control->Barrier(Deadline()), absl::OkStatus());
-    ASSERT_EQ(control->Barrier(Deadline()), absl::OkStatus());
-  } else {
-    ASSERT_EQ(control->Barrier(Deadline()), absl::OkStatus());
-    EXPECT_EQ(comm_->AllReduce(view, ReduceOp::kSum, Deadline()), absl::OkStatus());
-    ASSERT_EQ(control->Barrier(Deadline()), absl::OkStatus());
-  }
-}
-
-TEST_F(MpiCommunicatorTest, AbortBeforeAnyCallMakesEveryCallAborted) {
-  comm_->Abort();
-  std::vector<float> data(static_cast<size_t>(WorldSize()), 1.0f);
-  const TensorView view = TensorView::Of(data.data(), data.size());
-  EXPECT_EQ(comm_->AllReduce(view, ReduceOp::kSum, Deadline()).code(), absl::StatusCode::kAborted);
-  EXPECT_EQ(comm_->ReduceScatter(view, ReduceOp::kSum, Deadline()).code(),
-            absl::StatusCode::kAborted);
-  EXPECT_EQ(comm_->AllGather(view, Deadline()).code(), absl::StatusCode::kAborted);
-  EXPECT_EQ(comm_->Broadcast(view, 0, Deadline()).code(), absl::StatusCode::kAborted);
-  EXPECT_EQ(comm_->Barrier(Deadline()).code(), absl::StatusCode::kAborted);
 }
 
 // Ranks other than 0 print only their failures, tagged with their rank.

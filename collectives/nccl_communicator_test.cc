@@ -1,21 +1,67 @@
-// NCCL tests need a GPU (two for the two-rank test) and skip, visibly,
-// without one; tests/gpu/run.sh runs them on a machine that has GPUs.
+// NCCL tests need a GPU (n for an n-rank group) and skip, visibly, without
+// one; tests/gpu/run.sh runs them on a machine that has GPUs. The backend runs
+// the conformance suite (collectives/testing/conformance.h) as ranks as
+// threads, one GPU each, through host staging (how workers use it).
 #include "collectives/nccl_communicator.h"
 
 #include <cuda_runtime_api.h>
 
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
+#include "collectives/testing/conformance.h"
 #include "common/gpu_test_util.h"
+#include "common/status.h"
 
 namespace potluck {
 namespace {
 
 absl::Time In(absl::Duration duration) { return absl::Now() + duration; }
+
+class NcclBackend final : public ThreadGroupBackend {
+ public:
+  std::string name() const override { return "nccl"; }
+  // nccl_communicator.h: every wait polls NCCL's error state against the
+  // deadline; NCCL does not report a member that went away, so the others
+  // end at their deadline, NCCL aborted. (Not yet run on two GPUs here.)
+  DocumentedBehaviour documented() const override {
+    DocumentedBehaviour documented;
+    documented.peer_vanished = absl::StatusCode::kDeadlineExceeded;
+    documented.peer_vanished_before_deadline = false;
+    return documented;
+  }
+  std::string CannotRun(int world_size) const override {
+    if (CudaDeviceCount() >= world_size) return "";
+    return absl::StrCat("needs ", world_size, " GPU(s) (one per rank); ", DescribeGpus());
+  }
+
+ protected:
+  absl::StatusOr<std::unique_ptr<Communicator>> Connect(RendezvousStore* store, int rank,
+                                                        int world_size,
+                                                        uint64_t generation) override {
+    NcclOptions options;
+    options.rank = rank;
+    options.world_size = world_size;
+    options.generation = generation;
+    options.device = rank;
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                     ConnectNcclCommunicator(store, options, In(absl::Seconds(60))));
+    return NewHostStagedCommunicator(std::move(comm), rank);
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Nccl, CommunicatorConformance,
+                         ::testing::ValuesIn(ConformanceCases(std::make_shared<NcclBackend>(),
+                                                              {1, 2, 4})),
+                         ConformanceCaseName);
+INSTANTIATE_TEST_SUITE_P(Nccl, CommunicatorConformanceFaults,
+                         ::testing::ValuesIn(ConformanceCases(std::make_shared<NcclBackend>(),
+                                                              {2})),
+                         ConformanceCaseName);
 
 // A float buffer on a GPU.
 class DeviceFloats {
@@ -114,30 +160,6 @@ TEST(NcclCommunicator, MissingRankIsDeadlineExceeded) {
   EXPECT_EQ(communicator.status().code(), absl::StatusCode::kDeadlineExceeded)
       << communicator.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(8));
-}
-
-TEST(NcclCommunicator, TwoRanksOnTwoGpusAverage) {
-  POTLUCK_SKIP_WITHOUT_GPU(2);
-  InMemoryRendezvousStore store;
-  std::vector<std::vector<float>> results(2);
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      NcclOptions options;
-      options.rank = rank;
-      options.world_size = 2;
-      options.device = rank;
-      auto communicator = ConnectNcclCommunicator(&store, options, In(absl::Seconds(60)));
-      ASSERT_TRUE(communicator.ok()) << communicator.status();
-      DeviceFloats data(rank, std::vector<float>(1 << 20, float(rank * 2)));
-      ASSERT_TRUE(
-          (*communicator)->AllReduce(data.view(), ReduceOp::kAverage, In(absl::Seconds(30))).ok());
-      results[rank] = data.Read();
-    });
-  }
-  for (std::thread& rank : ranks) rank.join();
-  EXPECT_EQ(results[0], std::vector<float>(1 << 20, 1.0f));
-  EXPECT_EQ(results[1], results[0]);
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 #include "collectives/tcp_communicator.h"
 
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -12,10 +11,10 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/notification.h"
 
 #include "collectives/fusion.h"
+#include "collectives/testing/conformance.h"
+#include "collectives/testing/values.h"
 
 namespace potluck {
 namespace {
@@ -24,54 +23,46 @@ constexpr char kSecret[] = "generation-secret";
 
 absl::Time In(absl::Duration duration) { return absl::Now() + duration; }
 
-// Ranks as threads in one process, gloo-style: each connects through a shared
-// in-memory store and runs `body`. Communicators are destroyed only after
-// every rank's body returned, as a job would tear its group down.
+// Ranks as threads over loopback TCP, each group a new generation.
+class TcpBackend final : public ThreadGroupBackend {
+ public:
+  explicit TcpBackend(AlgorithmOptions algorithms = {}) : algorithms_(algorithms) {}
+  std::string name() const override { return "tcp"; }
+  // tcp_communicator.h: a vanished member's links close, so the others fail
+  // with kUnavailable at once; nothing is left pending after a deadline.
+  DocumentedBehaviour documented() const override { return {}; }
+  std::string CannotRun(int) const override { return ""; }
+
+ protected:
+  absl::StatusOr<std::unique_ptr<Communicator>> Connect(RendezvousStore* store, int rank,
+                                                        int world_size,
+                                                        uint64_t generation) override {
+    TcpTransportOptions options;
+    options.rank = rank;
+    options.world_size = world_size;
+    options.generation = generation;
+    options.secret = kSecret;
+    return ConnectTcpCommunicator(store, options, In(absl::Seconds(20)), algorithms_);
+  }
+
+ private:
+  const AlgorithmOptions algorithms_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Tcp, CommunicatorConformance,
+                         ::testing::ValuesIn(ConformanceCases(std::make_shared<TcpBackend>(),
+                                                              {1, 2, 3, 4, 5, 8})),
+                         ConformanceCaseName);
+INSTANTIATE_TEST_SUITE_P(Tcp, CommunicatorConformanceFaults,
+                         ::testing::ValuesIn(ConformanceCases(std::make_shared<TcpBackend>(),
+                                                              {2, 3})),
+                         ConformanceCaseName);
+
+// The TCP-only tests below: algorithm options, lengths around the
+// algorithms' thresholds, codecs, fusion, an injected transport fault.
 void RunGroup(int world_size, const std::function<void(Communicator&)>& body,
-              AlgorithmOptions algorithms = {}, uint64_t generation = 1) {
-  InMemoryRendezvousStore store;
-  absl::BlockingCounter finished(world_size);
-  absl::Notification all_finished;
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < world_size; ++rank) {
-    ranks.emplace_back([&, rank] {
-      TcpTransportOptions options;
-      options.rank = rank;
-      options.world_size = world_size;
-      options.generation = generation;
-      options.secret = kSecret;
-      auto communicator =
-          ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)), algorithms);
-      if (communicator.ok()) {
-        body(**communicator);
-      } else {
-        ADD_FAILURE() << "rank " << rank << ": " << communicator.status();
-      }
-      finished.DecrementCount();
-      all_finished.WaitForNotification();
-    });
-  }
-  finished.Wait();
-  all_finished.Notify();
-  for (std::thread& rank : ranks) rank.join();
-}
-
-template <typename T>
-T FromDouble(double value) {
-  if constexpr (std::is_same_v<T, Float16>) return ToFloat16(static_cast<float>(value));
-  if constexpr (std::is_same_v<T, BFloat16>) return ToBFloat16(static_cast<float>(value));
-  if constexpr (!std::is_same_v<T, Float16> && !std::is_same_v<T, BFloat16>) {
-    return static_cast<T>(value);
-  }
-}
-
-template <typename T>
-double ToDouble(T value) {
-  if constexpr (std::is_same_v<T, Float16> || std::is_same_v<T, BFloat16>) {
-    return ToFloat(value);
-  } else {
-    return static_cast<double>(value);
-  }
+              AlgorithmOptions algorithms = {}) {
+  TcpBackend(algorithms).RunGroup(world_size, [&](RankContext& context) { body(context.comm()); });
 }
 
 struct Shape {
@@ -89,7 +80,7 @@ void CheckSum(const Shape& shape, AlgorithmOptions algorithms) {
       [&](Communicator& communicator) {
         std::vector<T> data(shape.count);
         for (size_t i = 0; i < data.size(); ++i) {
-          data[i] = FromDouble<T>((communicator.rank() + 1) * double(i % 7 + 1));
+          data[i] = Make<T>((communicator.rank() + 1) * double(i % 7 + 1));
         }
         ASSERT_TRUE(communicator
                         .AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kSum,
@@ -97,7 +88,7 @@ void CheckSum(const Shape& shape, AlgorithmOptions algorithms) {
                         .ok());
         const double ranks = shape.world_size * (shape.world_size + 1) / 2.0;
         for (size_t i = 0; i < data.size(); ++i) {
-          ASSERT_EQ(ToDouble(data[i]), ranks * double(i % 7 + 1))
+          ASSERT_EQ(AsDouble(data[i]), ranks * double(i % 7 + 1))
               << DTypeName(DTypeOf<T>()) << " element " << i << " rank " << communicator.rank();
         }
       },
@@ -146,24 +137,6 @@ INSTANTIATE_TEST_SUITE_P(WorldSizesAndLengths, AllReduceTest,
                            return absl::StrCat("n", test.param.world_size, "_count",
                                                test.param.count);
                          });
-
-TEST(TcpCommunicator, WeightedAverageWeighsContributions) {
-  RunGroup(3, [](Communicator& communicator) {
-    // Rank r contributes value r+1 with weight r+1: (1 + 4 + 9) / 6.
-    std::vector<double> data(70000, communicator.rank() + 1.0);
-    ASSERT_TRUE(communicator
-                    .AllReduce(TensorView::Of(data.data(), data.size()), ReduceOp::kWeightedAverage,
-                               In(absl::Seconds(20)), communicator.rank() + 1.0)
-                    .ok());
-    for (double value : data) ASSERT_DOUBLE_EQ(value, 14.0 / 6.0);
-    std::vector<float> zero_weight(4, 1.0f);
-    EXPECT_EQ(communicator
-                  .AllReduce(TensorView::Of(zero_weight.data(), 4), ReduceOp::kWeightedAverage,
-                             In(absl::Seconds(20)), 0.0)
-                  .code(),
-              absl::StatusCode::kInvalidArgument);
-  });
-}
 
 // Every rank's input, regenerated anywhere from the rank alone.
 std::vector<float> RankInput(int rank, size_t count) {
@@ -263,40 +236,8 @@ TEST(TcpCommunicator, FusedAllReduceMatchesOneCallPerTensor) {
   });
 }
 
-TEST(TcpCommunicator, ReduceScatterLeavesEachRankItsBlock) {
-  RunGroup(4, [](Communicator& communicator) {
-    std::vector<int64_t> data(4 * 1000);
-    for (size_t i = 0; i < data.size(); ++i) data[i] = int64_t(i) * (communicator.rank() + 1);
-    ASSERT_TRUE(communicator
-                    .ReduceScatter(TensorView::Of(data.data(), data.size()), ReduceOp::kSum,
-                                   In(absl::Seconds(20)))
-                    .ok());
-    for (size_t i = 0; i < 1000; ++i) {
-      const size_t index = communicator.rank() * 1000 + i;
-      ASSERT_EQ(data[index], int64_t(index) * 10);
-    }
-    std::vector<float> uneven(7);
-    EXPECT_EQ(
-        communicator
-            .ReduceScatter(TensorView::Of(uneven.data(), 7), ReduceOp::kSum, In(absl::Seconds(5)))
-            .code(),
-        absl::StatusCode::kInvalidArgument);
-  });
-}
-
-TEST(TcpCommunicator, AllGatherCollectsEveryBlock) {
-  RunGroup(5, [](Communicator& communicator) {
-    const size_t block = 33333;
-    std::vector<int32_t> data(5 * block, -1);
-    for (size_t i = 0; i < block; ++i) data[communicator.rank() * block + i] = communicator.rank();
-    ASSERT_TRUE(
-        communicator.AllGather(TensorView::Of(data.data(), data.size()), In(absl::Seconds(20)))
-            .ok());
-    for (size_t i = 0; i < data.size(); ++i) ASSERT_EQ(data[i], int32_t(i / block));
-  });
-}
-
-TEST(TcpCommunicator, BroadcastCopiesTheRootsBuffer) {
+// Frames of 1000 bytes: the chain pipelines many of them.
+TEST(TcpCommunicator, BroadcastPipelinesSmallSegmentsFromEveryRoot) {
   AlgorithmOptions small_segments;
   small_segments.segment_bytes = 1000;
   RunGroup(
@@ -316,18 +257,6 @@ TEST(TcpCommunicator, BroadcastCopiesTheRootsBuffer) {
             absl::StatusCode::kInvalidArgument);
       },
       small_segments);
-}
-
-TEST(TcpCommunicator, BarrierWaitsForTheLastRank) {
-  std::atomic<int> entered{0};
-  std::atomic<bool> early{false};
-  RunGroup(3, [&](Communicator& communicator) {
-    if (communicator.rank() == 2) absl::SleepFor(absl::Milliseconds(200));
-    ++entered;
-    ASSERT_TRUE(communicator.Barrier(In(absl::Seconds(20))).ok());
-    if (entered != 3) early = true;
-  });
-  EXPECT_FALSE(early) << "a rank left the barrier before every rank entered it";
 }
 
 // Wraps a transport and kills it on its `die_at`-th exchange, as a crashed
@@ -394,61 +323,6 @@ TEST(TcpCommunicatorFaults, TransportDyingMidAllReduceFailsEveryRankWithinTheDea
     EXPECT_LT(took[rank], timeout + absl::Seconds(1)) << "rank " << rank;
   }
   EXPECT_NE(results[2].message().find("injected"), absl::string_view::npos);
-}
-
-// Two ranks; rank 1 joins and then stalls (never calls a collective) until
-// rank 0's `body` has returned.
-void WithStalledPeer(const std::function<void(Communicator&)>& body) {
-  InMemoryRendezvousStore store;
-  absl::Notification done;
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      TcpTransportOptions options;
-      options.rank = rank;
-      options.world_size = 2;
-      options.secret = kSecret;
-      auto communicator = ConnectTcpCommunicator(&store, options, In(absl::Seconds(20)));
-      ASSERT_TRUE(communicator.ok()) << communicator.status();
-      if (rank == 1) {
-        done.WaitForNotification();
-        return;
-      }
-      body(**communicator);
-      done.Notify();
-    });
-  }
-  for (std::thread& rank : ranks) rank.join();
-}
-
-TEST(TcpCommunicatorFaults, StalledPeerIsDeadlineExceededNotAHang) {
-  WithStalledPeer([](Communicator& communicator) {
-    std::vector<float> data(1000, 1.0f);
-    const absl::Time start = absl::Now();
-    const absl::Status result = communicator.AllReduce(
-        TensorView::Of(data.data(), data.size()), ReduceOp::kSum, start + absl::Milliseconds(500));
-    const absl::Duration took = absl::Now() - start;
-    EXPECT_EQ(result.code(), absl::StatusCode::kDeadlineExceeded) << result;
-    EXPECT_GE(took, absl::Milliseconds(500));
-    EXPECT_LT(took, absl::Milliseconds(1500));
-  });
-}
-
-TEST(TcpCommunicatorFaults, AbortFromAnotherThreadEndsAPendingCall) {
-  WithStalledPeer([](Communicator& communicator) {
-    std::thread aborter([&] {
-      absl::SleepFor(absl::Milliseconds(100));
-      communicator.Abort();
-    });
-    std::vector<float> data(1000, 1.0f);
-    const absl::Time start = absl::Now();
-    const absl::Status status = communicator.AllReduce(TensorView::Of(data.data(), data.size()),
-                                                       ReduceOp::kSum, In(absl::Seconds(30)));
-    EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
-    EXPECT_LT(absl::Now() - start, absl::Seconds(2));
-    EXPECT_EQ(communicator.Barrier(In(absl::Seconds(1))).code(), absl::StatusCode::kAborted);
-    aborter.join();
-  });
 }
 
 }  // namespace

@@ -15,16 +15,17 @@ packages=(
   # checkpoints and checksums; OpenSSL for the collectives' link authentication
   librocksdb-dev libxxhash-dev libssl-dev
   # collectives over MPI (tests run mpirun --oversubscribe); Gloo is the
-  # same-run baseline of `potluck bench allreduce`
+  # same-run baseline of `potluck bench allreduce`. Both optional: without them
+  # CMake skips their parts (POTLUCK_WITH_MPI, POTLUCK_WITH_GLOO)
   libopenmpi-dev openmpi-bin libgloo-dev
   # small libraries that save hand-written code (yaml-cpp reads job files)
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   # model code (worker/ only); OpenBLAS so libtorch does not fall back to the
   # reference BLAS, which trains a small GPT ~8x slower
   libtorch-dev libopenblas0-pthread
-  # tests and benchmarks; clang-format for the format check; the openssl
+  # tests; clang-format for the format check; the openssl
   # command makes the self-signed certificates of the TLS tests
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format openssl
+  libgtest-dev libgmock-dev clang-format openssl
   # the chaos suite: a Python runner that puts each process in a network
   # namespace (ip) and throttles links (tc)
   python3 iproute2

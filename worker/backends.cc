@@ -18,6 +18,7 @@
 namespace potluck {
 namespace {
 
+#ifdef POTLUCK_WITH_MPI
 // Any failed collective tears the MPI job down: a request that did not
 // complete can be neither cancelled nor freed, so the communicator (and MPI
 // itself) cannot be trusted again.
@@ -52,6 +53,7 @@ class TearDownOnFailure final : public Communicator {
   }
   const std::unique_ptr<Communicator> inner_;
 };
+#endif  // POTLUCK_WITH_MPI
 
 #ifdef POTLUCK_WITH_CUDA
 // One value that rank 0 publishes and the others read, carried by a
@@ -91,6 +93,7 @@ class BroadcastStore final : public RendezvousStore {
 
 }  // namespace
 
+#ifdef POTLUCK_WITH_MPI
 ConnectDataFn MpiDataBackend(const MpiRuntime* mpi) {
   return [mpi](const GroupView& view, int rank, Communicator* control,
                absl::Time deadline) -> absl::StatusOr<std::unique_ptr<Communicator>> {
@@ -118,6 +121,7 @@ ConnectDataFn MpiDataBackend(const MpiRuntime* mpi) {
     return std::unique_ptr<Communicator>(std::make_unique<TearDownOnFailure>(std::move(comm)));
   };
 }
+#endif  // POTLUCK_WITH_MPI
 
 ConnectDataFn NcclDataBackend(int device) {
   return [device](const GroupView& view, int rank, Communicator* control,

@@ -2,7 +2,8 @@
 // (WorkerOptions.connect_data): what `potluck worker --backend mpi|nccl`
 // plugs in. TCP needs none: it is the runtime's own group.
 //
-// - MPI ("static MPI", for clusters: mpirun or srun starts the workers). The
+// - MPI ("static MPI", for clusters: mpirun or srun starts the workers; only
+//   in builds with MPI, POTLUCK_WITH_MPI). The
 //   generation must be exactly this MPI job: as many members as processes
 //   (set the job's access.min_workers to that number, so the group forms
 //   whole), each rank renumbered to its place in the coordinator's view. An
@@ -18,15 +19,19 @@
 #ifndef POTLUCK_WORKER_BACKENDS_H_
 #define POTLUCK_WORKER_BACKENDS_H_
 
-#include "collectives/mpi_communicator.h"
 #include "worker/runtime.h"
+#ifdef POTLUCK_WITH_MPI  // defined for users of potluck::collectives_mpi
+#include "collectives/mpi_communicator.h"
+#endif
 
 namespace potluck {
 
 using ConnectDataFn = decltype(WorkerOptions::connect_data);
 
+#ifdef POTLUCK_WITH_MPI
 // `mpi` is not owned and must outlive every communicator the hook makes.
 ConnectDataFn MpiDataBackend(const MpiRuntime* mpi);
+#endif
 
 ConnectDataFn NcclDataBackend(int device);
 
