@@ -5,7 +5,7 @@ file(GLOB_RECURSE _files
   ${SOURCE_DIR}/common/*.h ${SOURCE_DIR}/common/*.cc
   ${SOURCE_DIR}/proto/*.cc ${SOURCE_DIR}/collectives/*.h ${SOURCE_DIR}/collectives/*.cc
   ${SOURCE_DIR}/checkpoint/*.h ${SOURCE_DIR}/checkpoint/*.cc
-  ${SOURCE_DIR}/data/*.h ${SOURCE_DIR}/data/*.cc
+  ${SOURCE_DIR}/data/*.h ${SOURCE_DIR}/data/*.cc ${SOURCE_DIR}/job/*.h ${SOURCE_DIR}/job/*.cc
   ${SOURCE_DIR}/coordinator/*.h ${SOURCE_DIR}/coordinator/*.cc
   ${SOURCE_DIR}/worker/*.h ${SOURCE_DIR}/worker/*.cc
   ${SOURCE_DIR}/cli/*.h ${SOURCE_DIR}/cli/*.cc ${SOURCE_DIR}/tests/*.h ${SOURCE_DIR}/tests/*.cc)
