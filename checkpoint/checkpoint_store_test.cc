@@ -469,6 +469,24 @@ TEST(CheckpointStore, RefusesOtherDatabasesAndNewerFormats) {
             absl::string_view::npos);
 }
 
+// Starts checkpoint_crash_child saving into `dir` from `first_step`; its
+// reports of committed steps arrive on *report_fd. Returns its pid (or -1).
+pid_t StartCrashChild(const std::string& dir, uint64_t first_step, int* report_fd) {
+  int report[2];
+  if (pipe(report) != 0) return -1;
+  const pid_t child = fork();
+  if (child == 0) {
+    close(report[0]);
+    const std::string first = std::to_string(first_step), fd = std::to_string(report[1]);
+    execl(POTLUCK_CRASH_CHILD, POTLUCK_CRASH_CHILD, dir.c_str(), first.c_str(), fd.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(report[1]);
+  *report_fd = report[0];
+  return child;
+}
+
 // A store another open holds (this process, or another one: the crash child)
 // is kUnavailable with the typed reason kStoreLocked, which the CLI acts on
 // without reading the message; once the holder is gone it opens.
@@ -481,25 +499,16 @@ TEST(CheckpointStore, AStoreHeldElsewhereIsLockedByReasonNotByText) {
     EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
     EXPECT_TRUE(FailedBecause(second.status(), Failure::kStoreLocked)) << second.status();
   }
-  int report[2];
-  ASSERT_EQ(pipe(report), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(report[0]);
-    const std::string fd = std::to_string(report[1]);
-    execl(POTLUCK_CRASH_CHILD, POTLUCK_CRASH_CHILD, dir.path().c_str(), "1", fd.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(report[1]);
+  int report = -1;
+  const pid_t child = StartCrashChild(dir.path(), 1, &report);
+  ASSERT_GT(child, 0);
   uint64_t step = 0;
-  ASSERT_EQ(read(report[0], &step, sizeof(step)), static_cast<ssize_t>(sizeof(step)));
+  ASSERT_EQ(read(report, &step, sizeof(step)), static_cast<ssize_t>(sizeof(step)));
   const auto locked = CheckpointStore::Open(dir.path());
   kill(child, SIGKILL);
   int wait_status = 0;
   ASSERT_EQ(waitpid(child, &wait_status, 0), child);
-  close(report[0]);
+  close(report);
   EXPECT_EQ(locked.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(FailedBecause(locked.status(), Failure::kStoreLocked)) << locked.status();
   // The holder is gone: the store opens again.
@@ -522,27 +531,17 @@ TEST(CheckpointStoreCrash, SigkillDuringSaveLeavesOnlyCompleteCheckpoints) {
   uint64_t next_step = 1;
   int kills_mid_save = 0;
   for (int trial = 0; trial < kTrials; ++trial) {
-    int report[2];
-    ASSERT_EQ(pipe(report), 0);
-    const pid_t child = fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      close(report[0]);
-      const std::string first = std::to_string(next_step), fd = std::to_string(report[1]);
-      execl(POTLUCK_CRASH_CHILD, POTLUCK_CRASH_CHILD, dir.path().c_str(), first.c_str(), fd.c_str(),
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(report[1]);
+    int report = -1;
+    const pid_t child = StartCrashChild(dir.path(), next_step, &report);
+    ASSERT_GT(child, 0);
     absl::SleepFor(absl::Microseconds(rng() % 150000));
     kill(child, SIGKILL);
     int wait_status = 0;
     ASSERT_EQ(waitpid(child, &wait_status, 0), child);
     ASSERT_TRUE(WIFSIGNALED(wait_status)) << "child exited early with " << WEXITSTATUS(wait_status);
     uint64_t reported = 0, last_reported = 0;
-    while (read(report[0], &reported, sizeof(reported)) == sizeof(reported))
-      last_reported = reported;
-    close(report[0]);
+    while (read(report, &reported, sizeof(reported)) == sizeof(reported)) last_reported = reported;
+    close(report);
 
     {
       auto store = OpenOrDie(dir.path());
