@@ -1,8 +1,9 @@
 // A Coordinator on a SimulatedClock in a fresh directory, with helpers for
-// the coordinator's tests.
+// the coordinator's tests; SingleJobFixture adds helpers for one job.
 #ifndef POTLUCK_COORDINATOR_COORDINATOR_TEST_UTIL_H_
 #define POTLUCK_COORDINATOR_COORDINATOR_TEST_UTIL_H_
 
+#include <cstdint>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
@@ -11,7 +12,12 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#include "checkpoint/checkpoint_store.h"
 #include "common/clock.h"
+#include "common/tensor_view.h"
 #include "coordinator/coordinator.h"
 
 namespace potluck::testing_util {
@@ -146,6 +152,37 @@ class CoordinatorFixture : public ::testing::Test {
   std::unique_ptr<Coordinator> coordinator_;
   std::string admin_;
   uint64_t max_checkpoint_bytes_ = 0;  // 0: the default; Reopen() applies it
+};
+
+// A CoordinatorFixture with helpers for tests about one job, "job-1". The
+// coordinator's own tests alias it as CoordinatorTest.
+class SingleJobFixture : public CoordinatorFixture {
+ protected:
+  // job-1 with members `workers`, formed.
+  GroupView Start(std::initializer_list<std::string> workers) {
+    Submit(Spec("job-1"), shards_);
+    for (const std::string& worker : workers) Join("job-1", worker);
+    return Form("job-1", workers);
+  }
+
+  absl::StatusOr<ProgressResult> Report(const std::string& worker, const std::string& request_id,
+                                        uint32_t shard, uint64_t offset, uint64_t step) {
+    return coordinator_->ReportProgress(
+        {"job-1", worker, request_id, CurrentGeneration("job-1"), shard, offset, step});
+  }
+
+  ShardView Shard(uint32_t index) {
+    auto ledger = coordinator_->GetLedger("job-1");
+    EXPECT_TRUE(ledger.ok()) << ledger.status();
+    return ledger->shards.at(index);
+  }
+
+  absl::Status Commit(const std::string& worker, uint64_t step) {
+    std::vector<float> weights = {1.0f, 2.0f, static_cast<float>(step)};
+    return coordinator_->CommitCheckpoint(
+        "job-1", worker, step,
+        std::vector<TensorToSave>{{"w", TensorView::Of(weights.data(), weights.size()), {}}});
+  }
 };
 
 }  // namespace potluck::testing_util

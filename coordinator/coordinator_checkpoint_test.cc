@@ -1,0 +1,435 @@
+// The coordinator's checkpoints and restarts: when a step may checkpoint,
+// commits and split uploads, the job's final step, and what a reopened
+// coordinator keeps.
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+
+#include "checkpoint/checkpoint_store.h"
+#include "common/status.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/coordinator_test_util.h"
+#include "coordinator/internal/state.pb.h"
+#include "job/job_spec.h"
+
+namespace potluck {
+namespace {
+
+using ::testing::HasSubstr;
+using CoordinatorTest = testing_util::SingleJobFixture;
+
+TEST_F(CoordinatorTest, CheckpointNeedsEveryMemberToHaveEndedTheStep) {
+  Start({"a", "b"});
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 3).ok());
+  auto early = Commit("a", 3);
+  EXPECT_EQ(early.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(early.message(), HasSubstr("members b have not ended step 3"));
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "b", 3).ok());
+  ASSERT_TRUE(Commit("a", 3).ok());
+  EXPECT_EQ(Commit("b", 3).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+
+  // The model and the ledger committed together.
+  auto reader = coordinator_->checkpoints()->OpenLatest("job-1");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->info().step, 3u);
+  auto record = coordinator_->checkpoints()->GetRecord("coordinator/v1/job-1/ledger");
+  ASSERT_TRUE(record.ok() && record->has_value());
+  coordinator_state::LedgerSnapshot snapshot;
+  ASSERT_TRUE(snapshot.ParseFromString(**record));
+  EXPECT_EQ(snapshot.step(), 3u);
+  EXPECT_EQ(snapshot.committed_offsets_size(), 3);
+  // A report for a step the worker already ended is refused: it could not be
+  // in that step's checkpoint.
+  ASSERT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  EXPECT_EQ(Report("a", "late", 0, 10, 3).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A job is finished when the checkpoint of its last step commits (a diloco
+// job's steps are rounds); then nobody can join or lease. Extended, it runs
+// again from there.
+TEST_F(CoordinatorTest, JobFinishesAtItsFinalStepAndCanBeExtended) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.set_max_steps(4);
+  Submit(spec, shards_);
+  for (const char* w : {"a", "b"}) Join("job-1", w);
+  Form("job-1", {"a", "b"});
+  for (uint64_t step : {3, 4}) {
+    for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, step).ok());
+    ASSERT_TRUE(Commit("a", step).ok());
+    EXPECT_EQ(coordinator_->GetJob("job-1")->state(),
+              step < 4 ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_FINISHED);
+  }
+  EXPECT_EQ(coordinator_->AcquireShard("job-1", "a").status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(coordinator_->Join({"job-1", "", "c", "127.0.0.1:3"}).status().code(),
+            absl::StatusCode::kOutOfRange);
+
+  EXPECT_EQ(coordinator_->ExtendJob("not-a-token", "job-1", 8).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(coordinator_->ExtendJob(admin_, "job-1", 4).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto extended = coordinator_->ExtendJob(admin_, "job-1", 8);
+  ASSERT_TRUE(extended.ok()) << extended.status();
+  EXPECT_EQ(extended->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(extended->spec().max_steps(), 8u);
+  EXPECT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  Reopen();  // durable
+  EXPECT_EQ(coordinator_->GetJob("job-1")->spec().max_steps(), 8u);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_RUNNING);
+
+  // diloco: max_steps counts inner steps, the coordinator's steps are rounds.
+  v1::JobSpec diloco = Spec("job-2");
+  diloco.set_mode(v1::SYNC_MODE_DILOCO);
+  diloco.mutable_diloco()->set_inner_steps(4);
+  diloco.set_max_steps(10);
+  EXPECT_EQ(FinalStep(diloco), 3u);
+  EXPECT_EQ(FinalStep(Spec("job-3")), 0u);
+}
+
+TEST_F(CoordinatorTest, StreamingCheckpointCommitsTheLedgerToo) {
+  Start({"a"});
+  ASSERT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  ASSERT_TRUE(Report("a", "r1", 0, 33, 4).ok());
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 4).ok());
+  auto writer = coordinator_->BeginCheckpoint("job-1", "a", 4);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const std::string blob = "rng state";
+  ASSERT_TRUE(
+      (*writer)
+          ->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {static_cast<int64_t>(blob.size())})
+          .ok());
+  ASSERT_TRUE((*writer)->Append(blob.data(), blob.size()).ok());
+  EXPECT_EQ(Shard(0).committed_offset, 0u);
+  EXPECT_EQ((*writer)->Commit({Record{"coordinator/v1/job-1/ledger", "forged"}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*writer)->Commit().ok());
+  EXPECT_EQ(Shard(0).committed_offset, 33u);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 4u);
+}
+
+// Sends `part` of `parts`: elements [first, first + n) of a 10-float tensor
+// "w" holding 0..9, and (part 0) the blob "meta".
+absl::StatusOr<bool> SendPart(Coordinator* coordinator, const std::string& worker, uint64_t step,
+                              uint32_t part, uint32_t parts, uint64_t first, uint64_t n) {
+  ASSIGN_OR_RETURN(auto writer,
+                   coordinator->BeginCheckpointPart("job-1", worker, step, part, parts));
+  std::vector<float> values(10);
+  for (int i = 0; i < 10; ++i) values[i] = static_cast<float>(i);
+  RETURN_IF_ERROR(writer->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {2, 5}, first, n));
+  RETURN_IF_ERROR(writer->Append(values.data() + first, n * sizeof(float)));
+  if (part == 0) {
+    const std::string meta = "counters";
+    RETURN_IF_ERROR(writer->BeginSlice("meta", EntryKind::kBlob, DType::kUInt8,
+                                       {static_cast<int64_t>(meta.size())}, 0, meta.size()));
+    RETURN_IF_ERROR(writer->Append(meta.data(), meta.size()));
+  }
+  return writer->Finish();
+}
+
+TEST_F(CoordinatorTest, SplitUploadCommitsWhenTheLastPartIsIn) {
+  Start({"a", "b", "c"});
+  ASSERT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  ASSERT_TRUE(Report("a", "r1", 0, 12, 2).ok());
+  for (const char* w : {"a", "b", "c"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+
+  // Parts must match the group: the size, and each worker its own rank.
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "a", 2, 0, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "b", 2, 0, 3).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto first = SendPart(coordinator_.get(), "c", 2, 2, 3, 7, 3);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(*first);
+  auto second = SendPart(coordinator_.get(), "a", 2, 0, 3, 0, 3);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(*second);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  EXPECT_EQ(Shard(0).committed_offset, 0u);
+  auto last = SendPart(coordinator_.get(), "b", 2, 1, 3, 3, 4);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(*last);
+
+  // One checkpoint, the slices in order, committed with the ledger.
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 2u);
+  EXPECT_EQ(Shard(0).committed_offset, 12u);
+  auto reader = coordinator_->checkpoints()->OpenLatest("job-1");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_EQ((*reader)->info().entries.size(), 2u);
+  EXPECT_EQ((*reader)->info().entries[0].shape, (std::vector<int64_t>{2, 5}));
+  std::vector<float> w(10);
+  ASSERT_TRUE((*reader)->ReadTensor("w", TensorView::Of(w.data(), w.size())).ok());
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(w[i], static_cast<float>(i));
+  EXPECT_EQ(*(*reader)->ReadBlob("meta"), "counters");
+  // Spooled parts are removed once joined.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "uploads"));
+}
+
+TEST_F(CoordinatorTest, SplitUploadWithAGapOrOverlapCommitsNothing) {
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
+  // Part 1 overlaps part 0 ([0,6) and [5,10)): refused, nothing committed.
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
+  auto overlap = SendPart(coordinator_.get(), "b", 3, 1, 2, 5, 5);
+  EXPECT_EQ(overlap.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(overlap.status().message(), HasSubstr("entry 'w'"));
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  EXPECT_EQ(coordinator_->checkpoints()->OpenLatest("job-1").status().code(),
+            absl::StatusCode::kNotFound);
+  // A slice past the entry's end is refused as it arrives.
+  auto writer = coordinator_->BeginCheckpointPart("job-1", "b", 3, 1, 2);
+  ASSERT_TRUE(writer.ok());
+  EXPECT_EQ((*writer)->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {2, 5}, 8, 3).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Both parts sent again, correctly: committed.
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
+  auto good = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_TRUE(*good);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+}
+
+// Uploads past CoordinatorOptions.max_checkpoint_bytes are refused as the
+// bytes arrive (a whole upload, or one part) or when the last part makes the
+// set too big, and nothing is committed; uploads within it still commit.
+TEST_F(CoordinatorTest, UploadsOverTheCheckpointByteLimitCommitNothing) {
+  max_checkpoint_bytes_ = 40;
+  Reopen();
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
+
+  // One part alone past the limit: 10 floats and the 8-byte blob.
+  auto big = SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 10);
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(big.status().message(), HasSubstr("--max-checkpoint-bytes"));
+  // Two parts within it, together past it (32 + 16 bytes).
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
+  auto together = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
+  EXPECT_EQ(together.status().code(), absl::StatusCode::kResourceExhausted);
+  // A whole upload past it: refused at the byte that crosses it, and after.
+  auto writer = coordinator_->BeginCheckpoint("job-1", "a", 3);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const std::string blob(48, 'x');
+  ASSERT_TRUE((*writer)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {48}).ok());
+  ASSERT_TRUE((*writer)->Append(blob.data(), 30).ok());
+  EXPECT_EQ((*writer)->Append(blob.data() + 30, 18).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*writer)->Append(blob.data() + 30, 1).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*writer)->Commit().code(), absl::StatusCode::kResourceExhausted);
+  writer->reset();  // abandoned: the store's save slot is free again
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  EXPECT_EQ(coordinator_->checkpoints()->OpenLatest("job-1").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "uploads"));
+
+  // An upload within the limit still commits.
+  auto small = coordinator_->BeginCheckpoint("job-1", "a", 3);
+  ASSERT_TRUE(small.ok()) << small.status();
+  ASSERT_TRUE((*small)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {40}).ok());
+  ASSERT_TRUE((*small)->Append(blob.data(), 40).ok());
+  ASSERT_TRUE((*small)->Commit().ok());
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+}
+
+TEST_F(CoordinatorTest, SplitUploadPartsOfAnOlderGenerationAreDropped) {
+  Start({"a", "b", "c"});
+  for (const char* w : {"a", "b", "c"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 2, 0, 3, 0, 3).ok());
+  ASSERT_TRUE(SendPart(coordinator_.get(), "b", 2, 1, 3, 3, 4).ok());
+  // c fails before sending its part: the survivors form a group of two,
+  // which rolls back to step 0, and its own step 2 needs parts of two.
+  ASSERT_TRUE(coordinator_->ReportFailure("job-1", "a", "c").ok());
+  Form("job-1", {"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "b", 2, 1, 3).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // b's part 1 of the new group alone does not complete anything: the old
+  // generation's part 0 (of three) does not count.
+  auto alone = SendPart(coordinator_.get(), "b", 2, 1, 2, 5, 5);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_FALSE(*alone);
+  auto last = SendPart(coordinator_.get(), "a", 2, 0, 2, 0, 5);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(*last);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 2u);
+}
+
+TEST_F(CoordinatorTest, EndStepGivesEveryMemberTheSameCheckpointAnswer) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_checkpoint()->set_every_seconds(60);
+  Submit(spec, shards_);
+  Join("job-1", "a");
+  Join("job-1", "b");
+  Form("job-1", {"a", "b"});
+  AdvanceWithHeartbeats(absl::Seconds(59), {"a", "b"});
+  EXPECT_FALSE(coordinator_->EndStep("job-1", "a", 1)->should_checkpoint);
+  // The minute passes between a's and b's EndStep: b still hears "no" for
+  // step 1 (else a part would be missing), and both hear "yes" for step 2.
+  clock_.AdvanceBy(absl::Seconds(2));
+  EXPECT_FALSE(coordinator_->EndStep("job-1", "b", 1)->should_checkpoint);
+  EXPECT_TRUE(coordinator_->EndStep("job-1", "b", 2)->should_checkpoint);
+  EXPECT_TRUE(coordinator_->EndStep("job-1", "a", 2)->should_checkpoint);
+}
+
+TEST_F(CoordinatorTest, ShouldCheckpointFollowsThePolicy) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_checkpoint()->set_every_steps(5);
+  spec.mutable_checkpoint()->set_every_seconds(60);
+  Submit(spec, shards_);
+  EXPECT_FALSE(*coordinator_->ShouldCheckpoint("job-1", 4));
+  EXPECT_TRUE(*coordinator_->ShouldCheckpoint("job-1", 5));
+  EXPECT_FALSE(*coordinator_->ShouldCheckpoint("job-1", 6));
+  clock_.AdvanceBy(absl::Seconds(60));
+  EXPECT_TRUE(*coordinator_->ShouldCheckpoint("job-1", 6));
+  EXPECT_FALSE(*coordinator_->ShouldCheckpoint("job-1", 0));  // not after committed step 0
+}
+
+// Concurrent calls wait for a shared synced write (group commit); every one
+// acknowledged is on disk, in order, when the directory is reopened.
+TEST_F(CoordinatorTest, ConcurrentAcknowledgedJoinsAllSurviveAReopen) {
+  Submit(Spec("job-1"), shards_);
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok());
+  coordinator_.reset();
+  CoordinatorOptions options = Options();
+  options.sync_writes = true;
+  auto opened = Coordinator::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  coordinator_ = std::move(*opened);
+  constexpr int kThreads = 8, kJoinsEach = 16;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kJoinsEach; ++i) {
+        const std::string worker = absl::StrCat("w", t, "-", i);
+        auto joined = coordinator_->Join({"job-1", *token, worker, worker + ":1"});
+        if (!joined.ok() || joined->worker_id != worker) ++failures[t];
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(failures, ::testing::Each(0));
+  Reopen();
+  auto workers = coordinator_->ListWorkers("job-1");
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->size(), static_cast<size_t>(kThreads * kJoinsEach));
+  for (const WorkerView& worker : *workers) {
+    EXPECT_NE(worker.phase, WorkerView::Phase::kDead) << worker.worker_id;
+    EXPECT_EQ(worker.endpoint, worker.worker_id + ":1");
+  }
+}
+
+TEST_F(CoordinatorTest, ReopenKeepsStateAndRevertsUncommittedProgress) {
+  const GroupView first = Start({"a", "b"});
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  auto revoked = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(coordinator_->RevokeToken(*revoked).ok());
+  ASSERT_EQ(coordinator_->AcquireShard("job-1", "a")->shard, 0u);
+  ASSERT_TRUE(Report("a", "a1", 0, 30, 1).ok());
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 1).ok());
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "b", 1).ok());
+  ASSERT_TRUE(Commit("a", 1).ok());
+  ASSERT_TRUE(Report("a", "a2", 0, 60, 2).ok());
+  ASSERT_EQ(coordinator_->AcquireShard("job-1", "b")->shard, 1u);
+  ASSERT_TRUE(Report("b", "b1", 1, 20, 2).ok());
+  auto before = coordinator_->GetJob("job-1");
+  ASSERT_TRUE(before.ok());
+
+  clock_.AdvanceBy(absl::Seconds(8));
+  Reopen();
+  const absl::Time reopened = clock_.Now();
+
+  auto after = coordinator_->GetJob("job-1");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->SerializeAsString(), before->SerializeAsString());
+  EXPECT_EQ(after->committed_step(), 1u);
+  EXPECT_EQ(after->live_workers(), 2u);
+  auto workers = coordinator_->ListWorkers("job-1");
+  ASSERT_TRUE(workers.ok());
+  ASSERT_EQ(workers->size(), 2u);
+  for (const WorkerView& worker : *workers) {
+    EXPECT_EQ(worker.phase, WorkerView::Phase::kMember) << worker.worker_id;
+    EXPECT_EQ(worker.lease_expiry, reopened + absl::Seconds(20)) << worker.worker_id;
+  }
+  EXPECT_EQ(Find("job-1", "b").endpoint, "b:7000");
+
+  const ShardView zero = Shard(0);
+  EXPECT_EQ(zero.committed_offset, 30u);
+  EXPECT_EQ(zero.consumed_offset, 30u);
+  EXPECT_EQ(zero.holder, "");  // the group resumes from the checkpoint: leases start anew
+  const ShardView one = Shard(1);
+  EXPECT_EQ(one.committed_offset, 0u);
+  EXPECT_EQ(one.consumed_offset, 0u);
+  EXPECT_EQ(one.holder, "");
+
+  // Tokens and the signing key survived; the revoked one stays revoked.
+  EXPECT_TRUE(coordinator_->VerifyToken("job-1", *token).ok());
+  EXPECT_EQ(coordinator_->VerifyToken("job-1", *revoked).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(coordinator_->VerifyAdminToken(admin_).ok());
+
+  // The group resumes from the checkpoint in a new generation; reports of
+  // the old one are refused.
+  const GroupView view = Form("job-1", {"a", "b"});
+  EXPECT_GT(view.generation, first.generation);
+  EXPECT_TRUE(view.from_checkpoint);
+  EXPECT_EQ(view.resume_step, 1u);
+  auto stale = coordinator_->ReportProgress({"job-1", "a", "a3", first.generation, 0, 80, 2});
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
+  auto lease = coordinator_->AcquireShard("job-1", "a");
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(lease->offset, 30u);
+
+  // Once a worker calls in again, its lease is an ordinary one.
+  clock_.AdvanceBy(absl::Seconds(10));
+  EXPECT_EQ(coordinator_->Heartbeat("job-1", "b").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, CheckpointStoreRecordWinsOverAStaleStateDatabase) {
+  Start({"a"});
+  ASSERT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  ASSERT_TRUE(Report("a", "a1", 0, 45, 1).ok());
+  coordinator_.reset();
+  // A crash after the checkpoint's write batch and before the state
+  // database's: only the checkpoint store knows step 1 committed.
+  {
+    auto store = CheckpointStore::Open((dir_ / "checkpoints").string());
+    ASSERT_TRUE(store.ok()) << store.status();
+    coordinator_state::LedgerSnapshot snapshot;
+    snapshot.set_step(1);
+    for (uint64_t offset : {45, 0, 0}) snapshot.add_committed_offsets(offset);
+    std::vector<float> weights = {1.0f};
+    ASSERT_TRUE((*store)
+                    ->Save("job-1", 1,
+                           std::vector<TensorToSave>{
+                               {"w", TensorView::Of(weights.data(), weights.size()), {}}},
+                           {},
+                           {Record{"coordinator/v1/job-1/ledger", snapshot.SerializeAsString()}})
+                    .ok());
+  }
+  Reopen();
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 1u);
+  EXPECT_EQ(Shard(0).committed_offset, 45u);
+  EXPECT_EQ(Shard(0).consumed_offset, 45u);
+}
+
+TEST_F(CoordinatorTest, LedgerRecordWithoutItsCheckpointIsDataLoss) {
+  Start({"a"});
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 2).ok());
+  ASSERT_TRUE(Commit("a", 2).ok());
+  ASSERT_TRUE(coordinator_->checkpoints()->Delete("job-1", 2).ok());
+  coordinator_.reset();
+  auto opened = Coordinator::Open(Options());
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(opened.status().message(), HasSubstr("step 2"));
+}
+
+}  // namespace
+}  // namespace potluck

@@ -1,0 +1,247 @@
+// The coordinator's membership: leases, rendezvous and generations, joiners,
+// rejoiners, worker ids, and the job states and limits that refuse work.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "coordinator/coordinator.h"
+#include "coordinator/coordinator_test_util.h"
+
+namespace potluck {
+namespace {
+
+using ::testing::HasSubstr;
+using State = RendezvousResult::State;
+using CoordinatorTest = testing_util::SingleJobFixture;
+
+TEST_F(CoordinatorTest, LeaseExpiryMarksTheWorkerDeadAndRegroups) {
+  const GroupView first = Start({"a", "b"});
+  ASSERT_EQ(first.members.size(), 2u);
+  // a keeps its lease by heartbeating; b stays silent for one lease.
+  AdvanceWithHeartbeats(absl::Seconds(9), {"a"});
+  EXPECT_EQ(Find("job-1", "b").phase, WorkerView::Phase::kMember);
+  AdvanceWithHeartbeats(absl::Seconds(1), {"a"}, "job-1", absl::Seconds(1));
+
+  const WorkerView b = Find("job-1", "b");
+  EXPECT_EQ(b.phase, WorkerView::Phase::kDead);
+  EXPECT_THAT(b.dead_reason, HasSubstr("lease expired"));
+  auto heartbeat = coordinator_->Heartbeat("job-1", "b");
+  EXPECT_EQ(heartbeat.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(heartbeat.status().message(), HasSubstr("lease expired"));
+
+  auto job = coordinator_->GetJob("job-1");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->live_workers(), 1u);
+  const GroupView next = Form("job-1", {"a"});
+  EXPECT_EQ(next.generation, first.generation + 1);
+  ASSERT_EQ(next.members.size(), 1u);
+  EXPECT_EQ(next.members[0].worker_id, "a");
+  EXPECT_TRUE(next.from_checkpoint);
+
+  // A dead worker may join again under its id: it waits for the next boundary.
+  Join("job-1", "b");
+  EXPECT_EQ(Find("job-1", "b").phase, WorkerView::Phase::kWaiting);
+}
+
+TEST_F(CoordinatorTest, ExpiryIsEvaluatedByTickWithoutCalls) {
+  Start({"a"});
+  clock_.AdvanceBy(absl::Seconds(10));
+  ASSERT_TRUE(coordinator_->Tick().ok());
+  EXPECT_EQ(Find("job-1", "a").phase, WorkerView::Phase::kDead);
+}
+
+TEST_F(CoordinatorTest, WorkerThatMissesTheRendezvousIsDropped) {
+  Submit(Spec("job-1"), shards_);
+  for (const char* worker : {"a", "b", "c"}) Join("job-1", worker);
+  const uint64_t generation = CurrentGeneration("job-1");
+  for (const char* worker : {"a", "b"}) {
+    auto result = coordinator_->Rendezvous("job-1", worker, generation);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->state, State::kWaiting);
+    EXPECT_EQ(result->deadline, clock_.Now() + absl::Seconds(30));
+  }
+  // c stays alive (heartbeats) but never comes to the rendezvous.
+  AdvanceWithHeartbeats(absl::Seconds(29), {"a", "b", "c"}, "job-1", absl::Seconds(1));
+  auto waiting = coordinator_->Rendezvous("job-1", "a", generation);
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_EQ(waiting->state, State::kWaiting);
+
+  clock_.AdvanceBy(absl::Seconds(1));
+  auto superseded = coordinator_->Rendezvous("job-1", "a", generation);
+  ASSERT_TRUE(superseded.ok()) << superseded.status();
+  EXPECT_EQ(superseded->state, State::kSuperseded);
+  EXPECT_EQ(superseded->generation, generation + 1);
+  EXPECT_THAT(Find("job-1", "c").dead_reason, HasSubstr("missed the rendezvous"));
+
+  const GroupView view = Form("job-1", {"a", "b"});
+  EXPECT_EQ(view.generation, generation + 1);
+  ASSERT_EQ(view.members.size(), 2u);
+  EXPECT_EQ(view.members[0].worker_id, "a");
+  EXPECT_EQ(view.members[1].worker_id, "b");
+  EXPECT_EQ(view.members[1].rank, 1u);
+  EXPECT_EQ(view.members[1].endpoint, "b:7000");
+  EXPECT_EQ(coordinator_->Heartbeat("job-1", "c").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, TwoFailuresInOneGenerationMakeTwoGenerations) {
+  const GroupView first = Start({"a", "b", "c", "d"});
+  ASSERT_EQ(first.members.size(), 4u);
+
+  auto second = coordinator_->ReportFailure("job-1", "a", "b");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(*second, first.generation + 1);
+  // c saw d fail in the same collective; d is still a member of the new one.
+  auto third = coordinator_->ReportFailure("job-1", "c", "d");
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(*third, first.generation + 2);
+  // A second report of b changes nothing.
+  auto again = coordinator_->ReportFailure("job-1", "a", "b");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, first.generation + 2);
+
+  const GroupView view = Form("job-1", {"a", "c"});
+  EXPECT_EQ(view.generation, first.generation + 2);
+  ASSERT_EQ(view.members.size(), 2u);
+  EXPECT_EQ(view.members[0].worker_id, "a");
+  EXPECT_EQ(view.members[1].worker_id, "c");
+  EXPECT_TRUE(view.from_checkpoint);
+  EXPECT_EQ(view.secret.size(), 32u);
+  EXPECT_NE(view.secret, first.secret);
+  EXPECT_THAT(Find("job-1", "d").dead_reason, HasSubstr("reported failed by c"));
+  // A dead worker cannot report others.
+  EXPECT_EQ(coordinator_->ReportFailure("job-1", "d", "a").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->ReportFailure("job-1", "a", "nobody").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorTest, LateJoinerIsAdmittedAtTheStepBoundary) {
+  const GroupView first = Start({"a", "b"});
+  Join("job-1", "c");
+  auto c = coordinator_->Heartbeat("job-1", "c");
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->member);
+  EXPECT_EQ(c->generation, first.generation);
+  EXPECT_EQ(coordinator_->AcquireShard("job-1", "c").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // Step 1 ends: the boundary is set for step 2, so a laggard still in step 1
+  // and the first to finish it regroup at the same step.
+  for (const char* worker : {"a", "b"}) {
+    auto ended = coordinator_->EndStep("job-1", worker, 1);
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    EXPECT_FALSE(ended->regroup);
+    EXPECT_EQ(ended->generation, first.generation);
+  }
+  EXPECT_FALSE(coordinator_->Heartbeat("job-1", "c")->member);
+  for (const char* worker : {"a", "b"}) {
+    auto ended = coordinator_->EndStep("job-1", worker, 2);
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    EXPECT_TRUE(ended->regroup);
+    EXPECT_EQ(ended->generation, first.generation + 1);
+  }
+  c = coordinator_->Heartbeat("job-1", "c");
+  EXPECT_TRUE(c->member);
+
+  const GroupView view = Form("job-1", {"a", "b", "c"});
+  ASSERT_EQ(view.members.size(), 3u);
+  EXPECT_EQ(view.members[2].worker_id, "c");
+  EXPECT_EQ(view.members[2].rank, 2u);
+  EXPECT_EQ(view.resume_step, 2u);
+  EXPECT_FALSE(view.from_checkpoint);  // a join continues from the live step
+}
+
+TEST_F(CoordinatorTest, AGroupBelowMinWorkersWaitsForMembersWithoutTimingOut) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_access()->set_min_workers(2);
+  Submit(spec, shards_);
+  Join("job-1", "a");
+  uint64_t generation = CurrentGeneration("job-1");
+  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
+  // Past the rendezvous deadline: a came, so nobody is dropped.
+  for (int i = 0; i < 8; ++i) {
+    clock_.AdvanceBy(absl::Seconds(5));
+    ASSERT_TRUE(coordinator_->Heartbeat("job-1", "a").ok());
+  }
+  EXPECT_EQ(CurrentGeneration("job-1"), generation);
+  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
+
+  Join("job-1", "b");
+  const GroupView view = Form("job-1", {"a", "b"});
+  ASSERT_EQ(view.members.size(), 2u);
+  EXPECT_EQ(view.members[0].worker_id, "a");
+
+  // b leaves: the survivor alone is below the minimum and waits again.
+  ASSERT_TRUE(coordinator_->Leave("job-1", "b").ok());
+  generation = CurrentGeneration("job-1");
+  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
+}
+
+TEST_F(CoordinatorTest, JoinersDuringAnOpenRendezvousAreFoldedIn) {
+  Submit(Spec("job-1"), shards_);
+  Join("job-1", "a");
+  const uint64_t generation = CurrentGeneration("job-1");
+  ASSERT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kReady);
+  // Formed with a alone; b must wait for a boundary.
+  Join("job-1", "b");
+  EXPECT_FALSE(coordinator_->Heartbeat("job-1", "b")->member);
+}
+
+TEST_F(CoordinatorTest, RejoiningMemberWithItsIdRollsTheGroupBack) {
+  const GroupView first = Start({"a", "b"});
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  auto rejoined = coordinator_->Join({"job-1", *token, "b", "b:7001"});
+  ASSERT_TRUE(rejoined.ok()) << rejoined.status();
+  EXPECT_EQ(rejoined->worker_id, "b");
+  EXPECT_TRUE(rejoined->member);  // admitted at once: the group regroups anyway
+  const GroupView view = Form("job-1", {"a", "b"});
+  EXPECT_EQ(view.generation, first.generation + 1);
+  EXPECT_TRUE(view.from_checkpoint);
+  EXPECT_EQ(view.members[1].endpoint, "b:7001");
+}
+
+TEST_F(CoordinatorTest, AssignedWorkerIdsAreUniqueAndKept) {
+  Submit(Spec("job-1"), shards_);
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  auto first = coordinator_->Join({"job-1", *token, "", "x:1"});
+  auto second = coordinator_->Join({"job-1", *token, "", "y:1"});
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_NE(first->worker_id, second->worker_id);
+  EXPECT_TRUE(coordinator_->Heartbeat("job-1", first->worker_id).ok());
+  EXPECT_EQ(coordinator_->Join({"job-1", *token, "bad/id", "z:1"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CoordinatorTest, PausedAndCancelledJobsRefuseWork) {
+  Start({"a"});
+  ASSERT_TRUE(coordinator_->PauseJob(admin_, "job-1").ok());
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_PAUSED);
+  EXPECT_EQ(coordinator_->AcquireShard("job-1", "a").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  EXPECT_EQ(coordinator_->Join({"job-1", *token, "b", "b:1"}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->Heartbeat("job-1", "a")->job_state, v1::JOB_STATE_PAUSED);
+  ASSERT_TRUE(coordinator_->ResumeJob(admin_, "job-1").ok());
+  EXPECT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
+  EXPECT_EQ(coordinator_->CancelJob(*token, "job-1").code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(coordinator_->CancelJob(admin_, "job-1").ok());
+  EXPECT_EQ(coordinator_->ResumeJob(admin_, "job-1").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_CANCELLED);
+  Reopen();
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(CoordinatorTest, MaxWorkersIsEnforced) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_access()->set_max_workers(1);
+  spec.mutable_access()->set_open(true);
+  Submit(spec, shards_);
+  ASSERT_TRUE(coordinator_->Join({"job-1", "", "a", "a:1"}).ok());  // open: no token
+  EXPECT_EQ(coordinator_->Join({"job-1", "", "b", "b:1"}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(coordinator_->Join({"job-1", "", "a", "a:1"}).ok());  // itself again is fine
+}
+
+}  // namespace
+}  // namespace potluck
