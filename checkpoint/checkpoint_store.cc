@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <set>
 
@@ -483,29 +484,42 @@ class ReaderImpl final : public CheckpointReader {
     return VerifyChunk(index, chunk, out);
   }
 
-  // Reads `count` whole chunks from `first` on into `out`, verifying each.
-  // Reading and hashing overlap: a second thread checks one piece while this
-  // one reads the next.
+  // Reads `count` whole chunks from `first` on into `out`, verifying each
+  // chunk while it is still in the CPU cache (no second pass). Large runs go
+  // in pieces, kPiecesInFlight at a time, each read and verified on its own
+  // thread: the disk always has the next piece queued, as the kernel's
+  // readahead gives a plain sequential read().
   absl::Status ReadWholeChunks(size_t index, uint32_t first, uint32_t count, char* out) {
-    constexpr uint32_t kChunksPerPiece = 4;
+    constexpr uint64_t kPieceBytes = 8 << 20;
+    constexpr size_t kPiecesInFlight = 3;
     const uint64_t chunk_bytes = info_.entries[index].chunk_bytes;
-    auto verify = [this, index, chunk_bytes](uint32_t from, uint32_t n, const char* data) {
+    const uint32_t chunks_per_piece =
+        static_cast<uint32_t>(std::max<uint64_t>(1, kPieceBytes / chunk_bytes));
+    auto read_piece = [this, index, first, chunk_bytes, out](uint32_t from, uint32_t n) {
+      char* data = out + uint64_t{from - first} * chunk_bytes;
+      uint64_t bytes = 0;
+      for (uint32_t i = 0; i < n; ++i) bytes += ChunkSize(index, from + i);
+      RETURN_IF_ERROR(ReadBytes(index, from, bytes, data));
       for (uint32_t i = 0; i < n; ++i) {
         RETURN_IF_ERROR(VerifyChunk(index, from + i, data + uint64_t{i} * chunk_bytes));
       }
       return absl::OkStatus();
     };
-    std::future<absl::Status> verifying;
-    for (uint32_t piece = first; piece < first + count; piece += kChunksPerPiece) {
-      const uint32_t n = std::min(kChunksPerPiece, first + count - piece);
-      uint64_t bytes = 0;
-      for (uint32_t i = 0; i < n; ++i) bytes += ChunkSize(index, piece + i);
-      char* data = out + uint64_t{piece - first} * chunk_bytes;
-      RETURN_IF_ERROR(ReadBytes(index, piece, bytes, data));
-      if (verifying.valid()) RETURN_IF_ERROR(verifying.get());
-      verifying = std::async(std::launch::async, verify, piece, n, data);
+    // A small entry (most of a model's tensors by count) is one piece: no thread.
+    if (count <= chunks_per_piece) return read_piece(first, count);
+    std::deque<std::future<absl::Status>> in_flight;
+    absl::Status status;
+    for (uint32_t piece = first; piece < first + count && status.ok(); piece += chunks_per_piece) {
+      if (in_flight.size() == kPiecesInFlight) {
+        status.Update(in_flight.front().get());
+        in_flight.pop_front();
+      }
+      in_flight.push_back(std::async(std::launch::async, read_piece, piece,
+                                     std::min(chunks_per_piece, first + count - piece)));
     }
-    return verifying.valid() ? verifying.get() : absl::OkStatus();
+    // Every piece is waited for: they write into `out` and use `this`.
+    for (std::future<absl::Status>& piece : in_flight) status.Update(piece.get());
+    return status;
   }
 
   // Reads `size` bytes of entry `index` starting at chunk `chunk` into `out`.
@@ -776,6 +790,9 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointStore::OpenCheckpoin
     return absl::DataLossError(
         absl::StrCat(where, ": its data file cannot be opened: ", opened.ToString()));
   }
+  // Checkpoints are mostly read whole, front to back: a larger kernel
+  // readahead window keeps the disk busy between the many small entries.
+  file->Hint(rocksdb::FSRandomAccessFile::kSequential);
   uint64_t file_bytes = 0;
   const rocksdb::IOStatus sized =
       db_->fs()->GetFileSize(path, rocksdb::IOOptions(), &file_bytes, nullptr);
