@@ -24,8 +24,8 @@
 #include "common/status.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_client.h"
-#include "job/job_spec.h"
 #include "coordinator/server.h"
+#include "job/job_spec.h"
 
 namespace potluck {
 
