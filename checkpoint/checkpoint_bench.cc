@@ -122,10 +122,10 @@ absl::Status CacheDropper::Drop(const std::string& path) const {
     for (const auto& entry : fs::recursive_directory_iterator(path, error)) {
       if (entry.is_regular_file()) files.push_back(entry.path());
     }
+    if (error) return absl::InternalError(absl::StrCat("listing ", path, ": ", error.message()));
   } else {
-    files.push_back(path);
+    files.push_back(path);  // open() says what is wrong with it, if anything
   }
-  if (error) return absl::InternalError(absl::StrCat("listing ", path, ": ", error.message()));
   for (const fs::path& file : files) {
     const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", file.string()));
