@@ -19,6 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kIoBytes = 8 << 20;
+constexpr char kDropCachesPath[] = "/proc/sys/vm/drop_caches";
 
 double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
@@ -88,22 +89,53 @@ absl::StatusOr<double> RawRead(const std::string& path, std::vector<std::vector<
 
 }  // namespace
 
-void DropFromPageCache(const std::string& path) {
+CacheDropper CacheDropper::Fadvise(std::string reason) {
+  return CacheDropper(Method::kFadvise, absl::StrCat("fadvise only (", reason, ")"));
+}
+
+CacheDropper CacheDropper::Detect() {
+  if (geteuid() != 0) return Fadvise("not root");
+  if (access(kDropCachesPath, W_OK) != 0) {
+    return Fadvise(absl::StrCat(kDropCachesPath, " not writable"));
+  }
+  CacheDropper dropper(Method::kDropCaches, "dropped (drop_caches)");
+  // Root in a container may see the file writable and still be refused.
+  const absl::Status trial = dropper.Drop(kDropCachesPath);
+  if (!trial.ok()) return Fadvise(std::string(trial.message()));
+  return dropper;
+}
+
+absl::Status CacheDropper::Drop(const std::string& path) const {
+  if (method_ == Method::kDropCaches) {
+    sync();  // drop_caches drops only clean pages
+    const int fd = open(kDropCachesPath, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", kDropCachesPath));
+    const bool written = write(fd, "3", 1) == 1;
+    const int write_errno = errno;
+    close(fd);
+    if (!written) return ErrnoStatus(write_errno, absl::StrCat("writing ", kDropCachesPath));
+    return absl::OkStatus();
+  }
   std::vector<fs::path> files;
-  if (fs::is_directory(path)) {
-    for (const auto& entry : fs::recursive_directory_iterator(path)) {
+  std::error_code error;
+  if (fs::is_directory(path, error)) {
+    for (const auto& entry : fs::recursive_directory_iterator(path, error)) {
       if (entry.is_regular_file()) files.push_back(entry.path());
     }
+    if (error) return absl::InternalError(absl::StrCat("listing ", path, ": ", error.message()));
   } else {
-    files.push_back(path);
+    files.push_back(path);  // open() says what is wrong with it, if anything
   }
   for (const fs::path& file : files) {
     const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    fdatasync(fd);
-    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", file.string()));
+    // DONTNEED skips dirty pages: write them back first.
+    const bool dropped = fsync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    const int drop_errno = errno;
     close(fd);
+    if (!dropped) return ErrnoStatus(drop_errno, absl::StrCat("dropping ", file.string()));
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOptions& options) {
@@ -119,6 +151,9 @@ absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOp
   }
   result.tensors = static_cast<int>(tensors.size());
   result.has_other = static_cast<bool>(options.other);
+  const CacheDropper dropper = options.cache_dropper.value_or(CacheDropper::Detect());
+  result.caches = dropper.description();
+  const DropCache drop_cache = [&dropper](const std::string& path) { return dropper.Drop(path); };
 
   const std::string raw_path = absl::StrCat(options.dir, "/raw.bin");
   const std::string store_dir = absl::StrCat(options.dir, "/store");
@@ -126,7 +161,7 @@ absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOp
 
   auto raw = [&](CheckpointBenchTimes& times) -> absl::Status {
     ASSIGN_OR_RETURN(times.raw_write_s, RawWrite(raw_path, tensors));
-    DropFromPageCache(raw_path);
+    RETURN_IF_ERROR(dropper.Drop(raw_path));
     ASSIGN_OR_RETURN(times.raw_read_s, RawRead(raw_path, loaded));
     fs::remove(raw_path);
     return absl::OkStatus();
@@ -139,7 +174,7 @@ absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOp
       RETURN_IF_ERROR(store->Save("bench", 1, tensors));
       times.save_s = SecondsSince(start);
     }
-    DropFromPageCache(store_dir);
+    RETURN_IF_ERROR(dropper.Drop(store_dir));
     const absl::Time start = absl::Now();
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store, CheckpointStore::Open(store_dir));
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, store->OpenLatest("bench"));
@@ -166,7 +201,7 @@ absl::StatusOr<CheckpointBenchResult> RunCheckpointBench(const CheckpointBenchOp
   };
   auto other = [&](CheckpointBenchTimes& times) -> absl::Status {
     if (!options.other) return absl::OkStatus();
-    ASSIGN_OR_RETURN(const auto seconds, options.other(tensors, other_path));
+    ASSIGN_OR_RETURN(const auto seconds, options.other(tensors, other_path, drop_cache));
     times.other_save_s = seconds.first;
     times.other_load_s = seconds.second;
     fs::remove(other_path);

@@ -72,6 +72,7 @@ int RunCheckpoint(const CheckpointBenchArgs& args) {
       {"bytes", result->bytes},
       {"tensors", result->tensors},
       {"rounds", args.rounds},
+      {"caches", result->caches},
       {"save_gbps", gb / m.save_s},
       {"load_gbps", gb / m.load_s},
       {"raw_write_gbps", gb / m.raw_write_s},
@@ -90,6 +91,7 @@ int RunCheckpoint(const CheckpointBenchArgs& args) {
     out["load_vs_torch"] = m.other_load_s / m.load_s;
   }
   if (!args.json) {
+    std::cout << "  caches: " << result->caches << ", before every timed read of every contender\n";
     for (size_t i = 0; i < result->rounds.size(); ++i) {
       const CheckpointBenchTimes& r = result->rounds[i];
       std::cout << absl::StrFormat("  round %d: potluck %.2f/%.2f GB/s, raw %.2f/%.2f GB/s", i + 1,

@@ -16,7 +16,7 @@
 namespace potluck {
 
 absl::StatusOr<std::pair<double, double>> TorchSaveLoadSeconds(
-    absl::Span<const TensorToSave> tensors, const std::string& path) {
+    absl::Span<const TensorToSave> tensors, const std::string& path, const DropCache& drop_cache) {
   std::vector<torch::Tensor> originals;
   for (const TensorToSave& tensor : tensors) {
     if (tensor.data.dtype() != DType::kFloat32) {
@@ -33,7 +33,7 @@ absl::StatusOr<std::pair<double, double>> TorchSaveLoadSeconds(
     if (fd < 0 || fsync(fd) != 0) return ErrnoStatus(errno, absl::StrCat("syncing ", path));
     close(fd);
     const double save_s = absl::ToDoubleSeconds(absl::Now() - save_start);
-    DropFromPageCache(path);
+    RETURN_IF_ERROR(drop_cache(path));
     const absl::Time load_start = absl::Now();
     std::vector<torch::Tensor> loaded;
     torch::load(loaded, path);

@@ -11,15 +11,16 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
+#include "checkpoint/checkpoint_bench.h"
 #include "checkpoint/checkpoint_store.h"
 
 namespace potluck {
 
 // Seconds for torch::save of `tensors` to `path` plus fsync, and for
-// torch::load back after dropping the file from the page cache. Checks that
+// torch::load back after `drop_cache(path)`. Checks that
 // the loaded tensors equal the saved ones.
 absl::StatusOr<std::pair<double, double>> TorchSaveLoadSeconds(
-    absl::Span<const TensorToSave> tensors, const std::string& path);
+    absl::Span<const TensorToSave> tensors, const std::string& path, const DropCache& drop_cache);
 
 }  // namespace potluck
 
