@@ -31,6 +31,11 @@ namespace potluck {
 
 namespace {
 
+// A command line that lacks or misuses a flag: exit code 1, not 2.
+absl::Status UsageError(absl::string_view what) {
+  return WithFailure(absl::InvalidArgumentError(what), Failure::kUsage);
+}
+
 constexpr int kExitFailed = 2;
 constexpr absl::Duration kAdminTokenTtl = absl::Hours(24 * 365 * 10);
 constexpr char kAdminTokenFile[] = "admin.token";
@@ -97,7 +102,7 @@ void AddRemoteFlags(CLI::App* sub, RemoteArgs* args, bool admin) {
 absl::StatusOr<std::string> AdminToken(const RemoteArgs& args) {
   if (!args.admin_token.empty()) return args.admin_token;
   if (args.data_dir.empty()) {
-    return absl::InvalidArgumentError("give --admin-token or --data-dir (for its admin.token)");
+    return UsageError("give --admin-token or --data-dir (for its admin.token)");
   }
   ASSIGN_OR_RETURN(std::string token,
                    ReadFile((std::filesystem::path(args.data_dir) / kAdminTokenFile).string()));
@@ -105,7 +110,7 @@ absl::StatusOr<std::string> AdminToken(const RemoteArgs& args) {
 }
 
 absl::StatusOr<std::unique_ptr<CoordinatorAdmin>> Connect(const RemoteArgs& args) {
-  if (args.coordinator.empty()) return absl::InvalidArgumentError("give --coordinator ADDR");
+  if (args.coordinator.empty()) return UsageError("give --coordinator ADDR");
   GrpcClientOptions options;
   options.tls_root_cert_file = args.tls_ca_file;
   return NewGrpcAdmin(args.coordinator, options);
@@ -120,10 +125,7 @@ void Run(const std::string& name, int* exit_code, Body body) {
     return;
   }
   std::cerr << "potluck " << name << ": " << status << "\n";
-  *exit_code = status.code() == absl::StatusCode::kInvalidArgument &&
-                       absl::StartsWith(status.message(), "give ")
-                   ? 1
-                   : kExitFailed;
+  *exit_code = FailedBecause(status, Failure::kUsage) ? 1 : kExitFailed;
 }
 
 void PrintJob(const v1::JobStatus& job) {
@@ -389,7 +391,7 @@ CLI::App* AddTokenCommand(CLI::App* app, int* exit_code) {
   // Offline: the state database on --data-dir, when no coordinator holds it.
   auto open_offline = [args]() -> absl::StatusOr<std::unique_ptr<Coordinator>> {
     if (args->data_dir.empty()) {
-      return absl::InvalidArgumentError("give --coordinator (and an admin token) or --data-dir");
+      return UsageError("give --coordinator (and an admin token) or --data-dir");
     }
     CoordinatorOptions options;
     options.data_dir = args->data_dir;
@@ -410,7 +412,7 @@ CLI::App* AddTokenCommand(CLI::App* app, int* exit_code) {
     Run("token create", exit_code, [&]() -> absl::Status {
       absl::Duration duration;
       if (!absl::ParseDuration(*ttl, &duration) || duration <= absl::ZeroDuration()) {
-        return absl::InvalidArgumentError(
+        return UsageError(
             absl::StrCat("give --ttl as a positive duration like 24h; got '", *ttl, "'"));
       }
       std::string made;

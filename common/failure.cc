@@ -13,7 +13,7 @@ constexpr absl::string_view kPayloadUrl = "type.potluck.dev/potluck.Failure";
 
 bool Known(int value) {
   return value >= static_cast<int>(Failure::kUnspecified) &&
-         value <= static_cast<int>(Failure::kStoreLocked);
+         value <= static_cast<int>(Failure::kUsage);
 }
 
 }  // namespace
@@ -28,6 +28,8 @@ absl::string_view FailureName(Failure failure) {
       return "own_state_not_finite";
     case Failure::kStoreLocked:
       return "store_locked";
+    case Failure::kUsage:
+      return "usage";
   }
   return "unknown";
 }

@@ -30,6 +30,9 @@ enum class Failure : int {
   kOwnStateNotFinite = 2,
   // A database (state or checkpoint store) is held by another process.
   kStoreLocked = 3,
+  // kInvalidArgument from a command: its command line lacks or misuses a
+  // flag (the CLI exits 1, a usage error, instead of 2).
+  kUsage = 4,
 };
 
 // The name of `failure` ("waiting_for_admission"), for logs and tests.
