@@ -39,6 +39,7 @@ WorkerStatus FromProto(const v1::WorkerStatus& in) {
   out.worker_id = in.worker_id();
   out.lease_expiry = absl::FromUnixMicros(in.lease_expiry_unix_micros());
   out.generation = in.generation();
+  out.rollback_generation = in.rollback_generation();
   out.member = in.member();
   out.job_state = in.job_state();
   return out;

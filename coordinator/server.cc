@@ -58,6 +58,7 @@ void ToProto(const WorkerStatus& in, v1::WorkerStatus* out) {
   out->set_worker_id(in.worker_id);
   out->set_lease_expiry_unix_micros(absl::ToUnixMicros(in.lease_expiry));
   out->set_generation(in.generation);
+  out->set_rollback_generation(in.rollback_generation);
   out->set_member(in.member);
   out->set_job_state(in.job_state);
 }

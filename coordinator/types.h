@@ -36,7 +36,10 @@ struct WorkerStatus {
   std::string worker_id;
   absl::Time lease_expiry;
   uint64_t generation = 0;  // the job's current generation
-  bool member = false;      // false: waiting in the join window
+  // The newest generation that rolled back to the committed checkpoint: a
+  // member of an older one computes steps that no longer count.
+  uint64_t rollback_generation = 0;
+  bool member = false;  // false: waiting in the join window
   v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
 };
 

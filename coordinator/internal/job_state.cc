@@ -46,6 +46,7 @@ WorkerStatus StatusOf(const Job& job, const Worker& worker) {
   status.worker_id = worker.record.worker_id();
   status.lease_expiry = worker.lease_expiry;
   status.generation = job.gen.number();
+  status.rollback_generation = job.record.rollback_generation();
   status.member = worker.member();
   status.job_state = job.record.state();
   return status;

@@ -80,7 +80,13 @@ void Session::Heartbeats(const std::function<void()>& on_group_lost) {
     if (status.ok()) {
       Seen(*status);
       NoteGeneration(status->generation);
-      if (status->generation != generation_) on_group_lost();
+      // A rollback voids what this group computes: stop its collectives
+      // now. A regroup that only admits joiners is not a reason to: the
+      // members are inside one step, and a step aborted on some members
+      // after others completed it would leave the group split (those
+      // members' samples trained in it, then again in the next one). Each
+      // learns of that regroup at the step's end (EndStep).
+      if (status->rollback_generation > generation_) on_group_lost();
     } else if (status.status().code() == absl::StatusCode::kFailedPrecondition ||
                status.status().code() == absl::StatusCode::kNotFound) {
       must_rejoin_ = true;  // the coordinator counts this worker dead

@@ -75,8 +75,10 @@ class Session {
   absl::Status Rejoin();
 
   // Heartbeats from a thread of the session's until StopHeartbeats().
-  // `on_group_lost` runs on that thread when the heartbeat shows the current
-  // generation is over (a newer one, or this worker counted dead).
+  // `on_group_lost` runs on that thread when the heartbeat shows that what
+  // the current generation computes no longer counts (a newer generation
+  // rolled back, or this worker is counted dead). A newer generation that
+  // only admits joiners is noted, not acted on: the group finishes its step.
   void StartHeartbeats(std::function<void()> on_group_lost);
   void StopHeartbeats();
 

@@ -24,6 +24,7 @@ class StubClient final : public CoordinatorClient {
   StubClient(Clock* clock, absl::Duration lease) : clock_(clock), lease_(lease) {}
 
   std::atomic<uint64_t> generation{1};
+  std::atomic<uint64_t> rollback_generation{1};
   std::atomic<bool> unreachable{false};
   std::atomic<bool> counts_worker_dead{false};
   std::atomic<int> joins{0};
@@ -107,6 +108,7 @@ class StubClient final : public CoordinatorClient {
     status.worker_id = std::move(worker_id);
     status.lease_expiry = clock_->Now() + lease_;
     status.generation = generation;
+    status.rollback_generation = rollback_generation;
     status.member = true;
     status.job_state = v1::JOB_STATE_RUNNING;
     return status;
@@ -203,7 +205,7 @@ TEST(Session, WaitForNewGenerationLastsExactlyALeasesWorth) {
   waiter.join();
 }
 
-TEST(Session, AHeartbeatThatBringsANewGenerationEndsTheWaitAndAbortsTheGroup) {
+TEST(Session, AHeartbeatThatBringsARollbackEndsTheWaitAndAbortsTheGroup) {
   SimulatedClock clock;
   StubClient client(&clock, absl::Seconds(3));
   Session session(&client, Options(&clock, absl::Seconds(5)));
@@ -217,6 +219,7 @@ TEST(Session, AHeartbeatThatBringsANewGenerationEndsTheWaitAndAbortsTheGroup) {
     returned.Notify();
   });
   client.generation = 2;
+  client.rollback_generation = 2;
   ASSERT_TRUE(clock.WaitForWaiters(2));
   clock.AdvanceTo(joined + absl::Seconds(1));  // the first heartbeat
   ASSERT_TRUE(Eventually([&] { return group_lost.load() == 1; }));
@@ -227,6 +230,39 @@ TEST(Session, AHeartbeatThatBringsANewGenerationEndsTheWaitAndAbortsTheGroup) {
   EXPECT_TRUE(returned.WaitForNotificationWithTimeout(absl::Seconds(10)));
   waiter.join();
   session.StopHeartbeats();
+}
+
+// A regroup that only admits joiners: the members are inside one step, which
+// each must finish (aborting it on some after others applied it splits the
+// group). The wait still ends: the next generation is known.
+TEST(Session, AHeartbeatThatBringsJoinersEndsTheWaitButAbortsNothing) {
+  SimulatedClock clock;
+  StubClient client(&clock, absl::Seconds(3));
+  Session session(&client, Options(&clock, absl::Seconds(5)));
+  ASSERT_TRUE(session.Join().ok());
+  session.EnterGeneration(1);
+  const absl::Time joined = clock.Now();
+  std::atomic<int> group_lost{0};
+  session.StartHeartbeats([&] { ++group_lost; });
+  absl::Notification returned;
+  std::thread waiter([&] {
+    session.WaitForNewGeneration();
+    returned.Notify();
+  });
+  client.generation = 2;  // rollback_generation stays 1
+  ASSERT_TRUE(clock.WaitForWaiters(2));
+  clock.AdvanceTo(joined + absl::Seconds(1));  // the first heartbeat
+  ASSERT_TRUE(Eventually([&] { return session.latest_generation() == 2; }));
+  clock.AdvanceTo(joined + absl::Milliseconds(1100));
+  EXPECT_TRUE(returned.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  waiter.join();
+  // A later heartbeat of the same joiners' generation changes nothing either.
+  ASSERT_TRUE(clock.WaitForWaiters(1));
+  clock.AdvanceTo(joined + absl::Seconds(2));
+  ASSERT_TRUE(Eventually([&] { return client.heartbeats().size() == 2; }));
+  session.StopHeartbeats();
+  EXPECT_EQ(group_lost.load(), 0);
+  EXPECT_EQ(session.generation(), 1u);
 }
 
 TEST(Session, AWorkerCountedDeadMustRejoin) {
