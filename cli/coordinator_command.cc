@@ -99,6 +99,10 @@ void AddRemoteFlags(CLI::App* sub, RemoteArgs* args, bool admin) {
   }
 }
 
+bool HasAdminToken(const RemoteArgs& args) {
+  return !args.admin_token.empty() || !args.data_dir.empty();
+}
+
 absl::StatusOr<std::string> AdminToken(const RemoteArgs& args) {
   if (!args.admin_token.empty()) return args.admin_token;
   if (args.data_dir.empty()) {
@@ -113,6 +117,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorAdmin>> Connect(const RemoteArgs& args
   if (args.coordinator.empty()) return UsageError("give --coordinator ADDR");
   GrpcClientOptions options;
   options.tls_root_cert_file = args.tls_ca_file;
+  // Sent on every call: the reads that only the job's members and the admin
+  // may make (the whole spec, the workers) need it.
+  if (HasAdminToken(args)) {
+    ASSIGN_OR_RETURN(options.admin_token, AdminToken(args));
+  }
   return NewGrpcAdmin(args.coordinator, options);
 }
 
@@ -252,25 +261,35 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
     });
   });
 
-  CLI::App* status = job_command->add_subcommand("status", "Show one job and its workers");
-  AddRemoteFlags(status, args.get(), /*admin=*/false);
+  CLI::App* status = job_command->add_subcommand(
+      "status", "Show one job (anyone: a public summary) and its workers (the admin)");
+  AddRemoteFlags(status, args.get(), /*admin=*/true);
   status->add_option("JOB", *job_id, "Job id")->required();
   status->add_flag("--json", args->json, "Machine-readable output");
   status->callback([args, job_id, exit_code] {
     Run("job status", exit_code, [&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorAdmin> admin, Connect(*args));
       ASSIGN_OR_RETURN(v1::JobStatus job, admin->GetJob(*job_id));
-      ASSIGN_OR_RETURN(std::vector<v1::WorkerInfo> workers, admin->ListWorkers(*job_id));
+      // Worker ids and endpoints are for the job's members and the admin.
+      std::vector<v1::WorkerInfo> workers;
+      if (HasAdminToken(*args)) {
+        ASSIGN_OR_RETURN(workers, admin->ListWorkers(*job_id));
+      }
       if (args->json) {
         nlohmann::json out = nlohmann::json::parse(ToJson(job));
-        out["workers"] = nlohmann::json::array();
-        for (const v1::WorkerInfo& worker : workers) {
-          out["workers"].push_back(nlohmann::json::parse(ToJson(worker)));
+        if (HasAdminToken(*args)) {
+          out["workers"] = nlohmann::json::array();
+          for (const v1::WorkerInfo& worker : workers) {
+            out["workers"].push_back(nlohmann::json::parse(ToJson(worker)));
+          }
         }
         std::cout << out.dump() << "\n";
         return absl::OkStatus();
       }
       PrintJob(job);
+      if (!HasAdminToken(*args)) {
+        std::cout << "  (its workers are shown to the admin: give --admin-token or --data-dir)\n";
+      }
       for (const v1::WorkerInfo& worker : workers) {
         std::cout << "  " << worker.worker_id() << " " << v1::WorkerInfo::Phase_Name(worker.phase())
                   << " rank " << worker.rank() << " " << worker.endpoint() << " "
@@ -280,8 +299,9 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
     });
   });
 
-  CLI::App* list = job_command->add_subcommand("list", "List the coordinator's jobs");
-  AddRemoteFlags(list, args.get(), /*admin=*/false);
+  CLI::App* list = job_command->add_subcommand(
+      "list", "List the coordinator's jobs (anyone: public summaries; the admin: whole specs)");
+  AddRemoteFlags(list, args.get(), /*admin=*/true);
   list->add_flag("--json", args->json, "Machine-readable output");
   list->callback([args, exit_code] {
     Run("job list", exit_code, [&]() -> absl::Status {

@@ -170,6 +170,7 @@ int RunWorker(const WorkerArgs& args) {
   }
   GrpcClientOptions client_options;
   client_options.tls_root_cert_file = args.tls_ca;
+  client_options.join_token = options.token;  // the job's spec and data before Join
   auto client = NewGrpcClient(args.coordinator, client_options);
   if (!client.ok()) {
     std::cerr << "potluck worker: " << client.status() << "\n";

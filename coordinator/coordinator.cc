@@ -28,6 +28,7 @@
 #include "coordinator/internal/group_commit.h"
 #include "coordinator/internal/job_state.h"
 #include "coordinator/internal/jobs.h"
+#include "coordinator/internal/member_secret.h"
 #include "coordinator/internal/membership.h"
 #include "coordinator/internal/progress.h"
 #include "coordinator/internal/recovery.h"
@@ -124,7 +125,7 @@ class Coordinator::Impl final : public ci::CommitGate {
   absl::Status VerifyToken(absl::string_view job_id, absl::string_view token)
       ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    return tokens_.Verify(job_id, token, Now());
+    return tokens_.Verify(job_id, token, Now()).status();
   }
   absl::Status VerifyAdmin(absl::string_view token) ABSL_LOCKS_EXCLUDED(mu_) {
     return VerifyToken(ci::kAdminJob, token);
@@ -142,6 +143,8 @@ class Coordinator::Impl final : public ci::CommitGate {
     return tokens_.Revoke(token_or_id);
   }
   absl::StatusOr<WorkerStatus> Join(const JoinRequest& request);
+  absl::Status AuthenticateMember(absl::string_view job_id, absl::string_view worker_id,
+                                  absl::string_view secret) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ci::CommitGate: the two locked halves of a checkpoint commit.
   absl::StatusOr<ci::PendingCommit> PrepareCommit(absl::string_view job_id,
@@ -207,7 +210,7 @@ absl::StatusOr<v1::JobStatus> Coordinator::Impl::SubmitJob(absl::string_view adm
   {
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(broken_);
-    RETURN_IF_ERROR(tokens_.Verify(ci::kAdminJob, admin_token, Now()));
+    RETURN_IF_ERROR(tokens_.Verify(ci::kAdminJob, admin_token, Now()).status());
   }
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   {
@@ -258,15 +261,58 @@ absl::StatusOr<WorkerStatus> Coordinator::Impl::Join(const JoinRequest& request)
   if (request.endpoint.size() > 256) {
     return absl::InvalidArgumentError("endpoint: at most 256 characters");
   }
-  return WithJob(request.job_id,
-                 [&](Job& job, const ci::CallContext& ctx) -> absl::StatusOr<WorkerStatus> {
-                   RETURN_IF_ERROR(ci::RequireRunning(job));
-                   if (!job.record.spec().access().open()) {
-                     mu_.AssertHeld();
-                     RETURN_IF_ERROR(tokens_.Verify(job.id(), request.token, ctx.now));
-                   }
-                   return ci::Join(job, worker_id, request.endpoint, ctx);
-                 });
+  return WithJob(
+      request.job_id, [&](Job& job, const ci::CallContext& ctx) -> absl::StatusOr<WorkerStatus> {
+        RETURN_IF_ERROR(ci::RequireRunning(job));
+        std::string token_id;
+        if (!job.record.spec().access().open()) {
+          mu_.AssertHeld();
+          ASSIGN_OR_RETURN(token_id, tokens_.Verify(job.id(), request.token, ctx.now));
+        }
+        ASSIGN_OR_RETURN(ci::IssuedSecret issued, ci::IssueMemberSecret());
+        ASSIGN_OR_RETURN(WorkerStatus status, ci::Join(job, worker_id, request.endpoint, ctx));
+        // Every Join rotates the credential: an earlier process
+        // of this worker id can no longer speak for it.
+        ci::Worker& worker = job.workers.at(worker_id);
+        worker.record.set_secret_hash(issued.hash);
+        worker.record.set_token_id(token_id);
+        job.TouchWorker(worker);
+        status.member_secret = std::move(issued.secret);
+        return status;
+      });
+}
+
+absl::Status Coordinator::Impl::AuthenticateMember(absl::string_view job_id,
+                                                   absl::string_view worker_id,
+                                                   absl::string_view secret) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, FindJob(job_id));
+  auto it = job->workers.find(worker_id);
+  if (it == job->workers.end()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("worker ", worker_id, " holds no credential for job ", job_id));
+  }
+  const auto& record = it->second.record;
+  if (record.secret_hash().empty()) {
+    // Its record predates member credentials (an older release wrote it).
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker_id, " joined job ", job_id,
+                     " before member credentials were issued: join again"));
+  }
+  if (secret.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "a call as worker ", worker_id, " must carry the member secret its Join returned"));
+  }
+  if (!ci::SecretMatches(record.secret_hash(), secret)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("wrong member secret for worker ", worker_id, " of job ", job_id,
+                     " (a later Join with this worker id replaces the secret)"));
+  }
+  if (!record.token_id().empty() && tokens_.Revoked(record.token_id())) {
+    return absl::UnauthenticatedError(absl::StrCat("the join token of worker ", worker_id, " (",
+                                                   record.token_id(), ") was revoked"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Coordinator::Impl::FinishCommit(absl::string_view job_id,
@@ -382,6 +428,10 @@ absl::Status Coordinator::VerifyAdminToken(absl::string_view token) {
 }
 absl::StatusOr<WorkerStatus> Coordinator::Join(const JoinRequest& request) {
   return impl_->Join(request);
+}
+absl::Status Coordinator::AuthenticateMember(absl::string_view job_id, absl::string_view worker_id,
+                                             absl::string_view secret) {
+  return impl_->AuthenticateMember(job_id, worker_id, secret);
 }
 absl::StatusOr<WorkerStatus> Coordinator::Heartbeat(absl::string_view job_id,
                                                     absl::string_view worker_id) {

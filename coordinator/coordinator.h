@@ -104,12 +104,23 @@ class Coordinator {
   absl::Status VerifyAdminToken(absl::string_view token);
 
   // Membership. Worker calls on a dead worker are kFailedPrecondition (join
-  // again), on an unknown one kNotFound.
+  // again), on an unknown one kNotFound. Join's answer carries a fresh member
+  // secret (every Join rotates it; only its hash is stored).
   absl::StatusOr<WorkerStatus> Join(const JoinRequest& request);
+  // Whether `secret` is the member credential of `worker_id` in `job_id`:
+  // kUnauthenticated when it is missing or wrong, the worker unknown or its
+  // join token revoked; kFailedPrecondition when its record predates member
+  // credentials (join again). The member calls below trust their caller:
+  // the gRPC service authenticates every call first (docs/security.md).
+  absl::Status AuthenticateMember(absl::string_view job_id, absl::string_view worker_id,
+                                  absl::string_view secret);
   absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id, absl::string_view worker_id);
   absl::Status Leave(absl::string_view job_id, absl::string_view worker_id);
-  // `reporter` (a member) saw `failed` fail: a rollback generation at once.
-  // Returns the current generation; reporting a non-member changes nothing.
+  // `reporter` (a member) saw `failed` fail. Evidence, not a verdict: the
+  // accused is evicted (a rollback generation) once at least two and more
+  // than half of its peers in the generation reported it; otherwise its own
+  // lease decides. Returns the current generation; reporting a non-member
+  // changes nothing.
   absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id, absl::string_view reporter,
                                          absl::string_view failed);
   absl::StatusOr<RendezvousResult> Rendezvous(absl::string_view job_id, absl::string_view worker_id,

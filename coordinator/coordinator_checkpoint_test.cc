@@ -244,6 +244,7 @@ TEST_F(CoordinatorTest, SplitUploadPartsOfAnOlderGenerationAreDropped) {
   // c fails before sending its part: the survivors form a group of two,
   // which rolls back to step 0, and its own step 2 needs parts of two.
   ASSERT_TRUE(coordinator_->ReportFailure("job-1", "a", "c").ok());
+  ASSERT_TRUE(coordinator_->ReportFailure("job-1", "b", "c").ok());
   Form("job-1", {"a", "b"});
   for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
   EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "b", 2, 1, 3).status().code(),

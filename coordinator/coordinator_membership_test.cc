@@ -83,15 +83,38 @@ TEST_F(CoordinatorTest, WorkerThatMissesTheRendezvousIsDropped) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// A failure report is evidence, not a verdict: a member is evicted on its
+// peers' word only when at least two and more than half of them agree.
+TEST_F(CoordinatorTest, OneMembersReportAloneEvictsNobody) {
+  const GroupView first = Start({"a", "b"});
+  auto reported = coordinator_->ReportFailure("job-1", "a", "b");
+  ASSERT_TRUE(reported.ok()) << reported.status();
+  EXPECT_EQ(*reported, first.generation);
+  auto again = coordinator_->ReportFailure("job-1", "a", "b");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, first.generation);
+  auto b = coordinator_->Heartbeat("job-1", "b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->member);
+  EXPECT_EQ(b->generation, first.generation);
+}
+
 TEST_F(CoordinatorTest, TwoFailuresInOneGenerationMakeTwoGenerations) {
   const GroupView first = Start({"a", "b", "c", "d"});
   ASSERT_EQ(first.members.size(), 4u);
 
-  auto second = coordinator_->ReportFailure("job-1", "a", "b");
+  auto accused = coordinator_->ReportFailure("job-1", "a", "b");
+  ASSERT_TRUE(accused.ok()) << accused.status();
+  EXPECT_EQ(*accused, first.generation);  // 1 of b's 3 peers
+  auto second = coordinator_->ReportFailure("job-1", "c", "b");
   ASSERT_TRUE(second.ok()) << second.status();
-  EXPECT_EQ(*second, first.generation + 1);
-  // c saw d fail in the same collective; d is still a member of the new one.
-  auto third = coordinator_->ReportFailure("job-1", "c", "d");
+  EXPECT_EQ(*second, first.generation + 1);  // 2 of 3
+  // c and a saw d fail in the same collective; d is still a member of the
+  // new generation, whose peers of d are a and c: both must say so.
+  auto one = coordinator_->ReportFailure("job-1", "c", "d");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(*one, first.generation + 1);
+  auto third = coordinator_->ReportFailure("job-1", "a", "d");
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_EQ(*third, first.generation + 2);
   // A second report of b changes nothing.
@@ -107,7 +130,7 @@ TEST_F(CoordinatorTest, TwoFailuresInOneGenerationMakeTwoGenerations) {
   EXPECT_TRUE(view.from_checkpoint);
   EXPECT_EQ(view.secret.size(), 32u);
   EXPECT_NE(view.secret, first.secret);
-  EXPECT_THAT(Find("job-1", "d").dead_reason, HasSubstr("reported failed by c"));
+  EXPECT_THAT(Find("job-1", "d").dead_reason, HasSubstr("reported failed by 2 of its 2 peers"));
   // A dead worker cannot report others.
   EXPECT_EQ(coordinator_->ReportFailure("job-1", "d", "a").status().code(),
             absl::StatusCode::kFailedPrecondition);

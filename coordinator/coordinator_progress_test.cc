@@ -244,10 +244,12 @@ TEST_F(CoordinatorTest, EverySampleIsTrainedExactlyOnceAcrossFailures) {
     // live model and must be rolled back with it.
     if (step == 4) {
       ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w0", "w1").ok());
+      ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w2", "w1").ok());
     }
     if (step == 8) Join("job-1", "w3");
     if (step == 13) {
       ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w3", "w2").ok());
+      ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w0", "w2").ok());
     }
     if (step == 4) members = {"w0", "w2"};
     if (step == 13) members = {"w0", "w3"};

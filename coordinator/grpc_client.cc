@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <utility>
@@ -10,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 #include "common/dtype.h"
 #include "common/failure.h"
@@ -45,14 +47,63 @@ WorkerStatus FromProto(const v1::WorkerStatus& in) {
   return out;
 }
 
-// What every call needs: the stub, the per-call deadline.
-struct Connection {
-  std::unique_ptr<Stub> stub;
-  GrpcClientOptions options;
+// The job and worker a request speaks for, where its message names them
+// (the reporter of a ReportFailure); "" where it does not.
+template <typename Request>
+std::string JobOf(const Request& request) {
+  if constexpr (requires { request.job_id(); }) {
+    return request.job_id();
+  } else {
+    return "";
+  }
+}
+template <typename Request>
+std::string WorkerOf(const Request& request) {
+  if constexpr (requires { request.worker_id(); }) {
+    return request.worker_id();
+  } else if constexpr (requires { request.reporter(); }) {
+    return request.reporter();
+  } else {
+    return "";
+  }
+}
 
-  std::unique_ptr<grpc::ClientContext> Context() const {
+// What every call needs: the stub, the per-call deadline, the credentials.
+struct Connection {
+  Connection(std::unique_ptr<Stub> stub, GrpcClientOptions options)
+      : stub(std::move(stub)), options(std::move(options)) {}
+
+  std::unique_ptr<Stub> stub;
+  const GrpcClientOptions options;
+
+  // A Join's answer: later calls as that worker (and the job's reads) prove it.
+  void Remember(const std::string& job_id, const std::string& worker_id, std::string secret) {
+    absl::MutexLock lock(&mu_);
+    secrets_[{job_id, worker_id}] = std::move(secret);
+    last_worker_[job_id] = worker_id;
+  }
+
+  // A context for a call about `job_id` as `worker_id` ("": the worker
+  // that last joined the job through this client, if any).
+  std::unique_ptr<grpc::ClientContext> Context(const std::string& job_id = "",
+                                               std::string worker_id = "") const {
     auto context = std::make_unique<grpc::ClientContext>();
     context->set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
+    if (!options.admin_token.empty()) {
+      context->AddMetadata(kAdminTokenMetadata, options.admin_token);
+    }
+    if (!options.join_token.empty()) context->AddMetadata(kJoinTokenMetadata, options.join_token);
+    absl::MutexLock lock(&mu_);
+    if (worker_id.empty()) {
+      auto last = last_worker_.find(job_id);
+      if (last == last_worker_.end()) return context;
+      worker_id = last->second;
+    }
+    auto secret = secrets_.find({job_id, worker_id});
+    if (secret != secrets_.end()) {
+      context->AddMetadata(kWorkerIdMetadata, worker_id);
+      context->AddMetadata(kMemberSecretMetadata, secret->second);
+    }
     return context;
   }
 
@@ -63,7 +114,7 @@ struct Connection {
                                 Request request, absl::string_view what) const {
     request.set_api_version(kCoordinatorApiVersion);
     Response response;
-    auto context = Context();
+    auto context = Context(JobOf(request), WorkerOf(request));
     RETURN_IF_ERROR(FromGrpc(((*stub).*method)(context.get(), request, &response), what));
     return response;
   }
@@ -76,7 +127,7 @@ struct Connection {
                                          Request request, uint64_t max_bytes,
                                          absl::string_view what) const {
     request.set_api_version(kCoordinatorApiVersion);
-    auto context = Context();
+    auto context = Context(JobOf(request));
     std::unique_ptr<grpc::ClientReader<v1::DataPiece>> reader =
         ((*stub).*method)(context.get(), request);
     std::string bytes;
@@ -98,6 +149,11 @@ struct Connection {
     RETURN_IF_ERROR(FromGrpc(status, what));
     return bytes;
   }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::string> secrets_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> last_worker_ ABSL_GUARDED_BY(mu_);
 };
 
 class RemoteCheckpointReader final : public CheckpointReader {
@@ -210,8 +266,11 @@ class RemoteCheckpointReader final : public CheckpointReader {
 // part of a split one (CheckpointPartWriter).
 class RemoteCheckpointWriter final : public CheckpointWriter, public CheckpointPartWriter {
  public:
-  RemoteCheckpointWriter(const Connection* connection, std::string what)
-      : connection_(connection), what_(std::move(what)), context_(connection->Context()) {
+  RemoteCheckpointWriter(const Connection* connection, std::string what, const std::string& job_id,
+                         const std::string& worker_id)
+      : connection_(connection),
+        what_(std::move(what)),
+        context_(connection->Context(job_id, worker_id)) {
     stream_ = connection_->stub->PutCheckpoint(context_.get(), &response_);
   }
   ~RemoteCheckpointWriter() override {
@@ -344,7 +403,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
 class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
  public:
   GrpcClient(std::shared_ptr<grpc::Channel> channel, const GrpcClientOptions& options)
-      : connection_{v1::Coordinator::NewStub(channel), options} {}
+      : connection_(v1::Coordinator::NewStub(channel), options) {}
 
   // ---- CoordinatorClient ----
 
@@ -362,7 +421,10 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
     request.set_worker_id(in.worker_id);
     request.set_endpoint(in.endpoint);
     ASSIGN_OR_RETURN(v1::JoinResponse response, connection_.Call(&Stub::Join, request, "Join"));
-    return FromProto(response.status());
+    WorkerStatus status = FromProto(response.status());
+    connection_.Remember(in.job_id, status.worker_id, response.member_secret());
+    status.member_secret = response.member_secret();
+    return status;
   }
   absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id,
                                          absl::string_view worker_id) override {
@@ -454,7 +516,8 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
                                                                     absl::string_view worker_id,
                                                                     uint64_t step) override {
     auto writer = std::make_unique<RemoteCheckpointWriter>(
-        &connection_, absl::StrCat("PutCheckpoint ", job_id, "@", step));
+        &connection_, absl::StrCat("PutCheckpoint ", job_id, "@", step), std::string(job_id),
+        std::string(worker_id));
     v1::PutCheckpointRequest begin;
     begin.mutable_begin()->set_job_id(std::string(job_id));
     begin.mutable_begin()->set_worker_id(std::string(worker_id));
@@ -466,7 +529,8 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
       absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
       uint32_t parts) override {
     auto writer = std::make_unique<RemoteCheckpointWriter>(
-        &connection_, absl::StrCat("PutCheckpoint ", job_id, "@", step, " part ", part));
+        &connection_, absl::StrCat("PutCheckpoint ", job_id, "@", step, " part ", part),
+        std::string(job_id), std::string(worker_id));
     v1::PutCheckpointRequest begin;
     begin.mutable_begin()->set_job_id(std::string(job_id));
     begin.mutable_begin()->set_worker_id(std::string(worker_id));
@@ -616,7 +680,7 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
     return std::make_unique<RemoteCheckpointReader>(&connection_, std::move(info));
   }
 
-  const Connection connection_;
+  Connection connection_;
 };
 
 }  // namespace

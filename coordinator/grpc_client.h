@@ -1,6 +1,10 @@
 // The CoordinatorClient (client.h) over gRPC, and the administrative calls
 // the command line makes. No gRPC header is needed to use them.
 //
+// A client remembers the member secret of each Join it makes and proves it
+// on that worker's later calls, and on its job's reads (coordinator/server.h
+// names the metadata; docs/security.md who may call what).
+//
 // Errors keep their canonical codes across the network: the server's status
 // comes back 1:1, an unreachable coordinator is kUnavailable, a call past
 // its deadline kDeadlineExceeded. Checkpoints stream: a reader fetches one
@@ -37,6 +41,12 @@ struct GrpcClientOptions {
   // (backoff growing to 2 minutes, a name resolved at most every 30 s) kept
   // workers from seeing a restarted coordinator for ~10 s; now 0.1-0.7 s.
   absl::Duration max_reconnect_backoff = absl::Seconds(1);
+  // Sent with every call (metadata), for the reads the admin may make that
+  // take no token field: the whole job status, ListWorkers, checkpoints.
+  std::string admin_token;
+  // Sent with every call, likewise: a worker may read its job's spec and
+  // data before it joins (and so before it holds a member secret).
+  std::string join_token;
 };
 
 // The administrative calls (SubmitJob, tokens, Drain need an admin token).

@@ -71,6 +71,25 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return bytes.str();
 }
 
+// The metadata value of `key`, or "".
+std::string Metadata(const grpc::ServerContextBase* context, const char* key) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find(key);
+  if (it == metadata.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+// What an outsider may see of a job: no dataset paths, no access settings.
+v1::JobStatus PublicSummary(const v1::JobStatus& job) {
+  v1::JobStatus summary = job;
+  v1::JobSpec spec;
+  spec.set_job_id(job.spec().job_id());
+  spec.set_max_steps(job.spec().max_steps());
+  spec.set_description(job.spec().description());
+  *summary.mutable_spec() = std::move(spec);
+  return summary;
+}
+
 // Sends `bytes` as DataPiece messages of at most `piece_bytes`.
 grpc::Status WritePieces(absl::string_view bytes, int piece_bytes,
                          grpc::ServerWriter<v1::DataPiece>* writer) {
@@ -113,20 +132,26 @@ class Service final : public ServiceBase {
     *response->mutable_job() = *std::move(job);
     return grpc::Status::OK;
   }
-  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+  // Anyone gets a job's public summary; its members and the admin the whole
+  // status (the spec with its dataset).
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                       v1::GetJobResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
     auto job = core_->GetJob(request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
-    *response->mutable_job() = *std::move(job);
+    *response->mutable_job() =
+        AsJoinerOrAdmin(context, request->job_id()).ok() ? *std::move(job) : PublicSummary(*job);
     return grpc::Status::OK;
   }
-  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                         v1::ListJobsResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
     auto jobs = core_->ListJobs();
     if (!jobs.ok()) return ToGrpc(jobs.status());
-    for (v1::JobStatus& job : *jobs) *response->add_jobs() = std::move(job);
+    for (v1::JobStatus& job : *jobs) {
+      const bool whole = AsJoinerOrAdmin(context, job.spec().job_id()).ok();
+      *response->add_jobs() = whole ? std::move(job) : PublicSummary(job);
+    }
     return grpc::Status::OK;
   }
   grpc::Status PauseJob(grpc::ServerContext*, const v1::JobControlRequest* request,
@@ -189,14 +214,15 @@ class Service final : public ServiceBase {
         {request->job_id(), request->token(), request->worker_id(), request->endpoint()});
     if (!status.ok()) return ToGrpc(status.status());
     ToProto(*status, response->mutable_status());
+    response->set_member_secret(status->member_secret);
     return grpc::Status::OK;
   }
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const v1::WorkerRequest* request,
                                       v1::HeartbeatResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (const absl::Status version = CheckVersion(*request); !version.ok()) {
-      reactor->Finish(ToGrpc(version));
+    if (const absl::Status refused = CheckWorkerCall(context, *request); !refused.ok()) {
+      reactor->Finish(ToGrpc(refused));
       return reactor;
     }
     core_->HeartbeatAsync(request->job_id(), request->worker_id(),
@@ -206,23 +232,24 @@ class Service final : public ServiceBase {
                           });
     return reactor;
   }
-  grpc::Status Leave(grpc::ServerContext*, const v1::WorkerRequest* request,
+  grpc::Status Leave(grpc::ServerContext* context, const v1::WorkerRequest* request,
                      v1::LeaveResponse*) override {
-    RETURN_GRPC(CheckVersion(*request));
+    RETURN_GRPC(CheckWorkerCall(context, *request));
     return ToGrpc(core_->Leave(request->job_id(), request->worker_id()));
   }
-  grpc::Status ReportFailure(grpc::ServerContext*, const v1::ReportFailureRequest* request,
+  grpc::Status ReportFailure(grpc::ServerContext* context, const v1::ReportFailureRequest* request,
                              v1::ReportFailureResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
+    RETURN_GRPC(AsMember(context, request->job_id(), request->reporter()));
     auto generation =
         core_->ReportFailure(request->job_id(), request->reporter(), request->failed());
     if (!generation.ok()) return ToGrpc(generation.status());
     response->set_generation(*generation);
     return grpc::Status::OK;
   }
-  grpc::Status Rendezvous(grpc::ServerContext*, const v1::RendezvousRequest* request,
+  grpc::Status Rendezvous(grpc::ServerContext* context, const v1::RendezvousRequest* request,
                           v1::RendezvousResponse* response) override {
-    RETURN_GRPC(CheckVersion(*request));
+    RETURN_GRPC(CheckWorkerCall(context, *request));
     auto result = core_->Rendezvous(request->job_id(), request->worker_id(), request->generation());
     if (!result.ok()) return ToGrpc(result.status());
     switch (result->state) {
@@ -251,9 +278,10 @@ class Service final : public ServiceBase {
     view->set_from_checkpoint(result->view.from_checkpoint);
     return grpc::Status::OK;
   }
-  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest* request,
+  grpc::Status ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest* request,
                            v1::ListWorkersResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
+    RETURN_GRPC(AsMemberOrAdmin(context, request->job_id()));
     auto workers = core_->ListWorkers(request->job_id());
     if (!workers.ok()) return ToGrpc(workers.status());
     for (const WorkerView& worker : *workers) {
@@ -284,8 +312,8 @@ class Service final : public ServiceBase {
                                          const v1::WorkerRequest* request,
                                          v1::AcquireShardResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (const absl::Status version = CheckVersion(*request); !version.ok()) {
-      reactor->Finish(ToGrpc(version));
+    if (const absl::Status refused = CheckWorkerCall(context, *request); !refused.ok()) {
+      reactor->Finish(ToGrpc(refused));
       return reactor;
     }
     core_->AcquireShardAsync(request->job_id(), request->worker_id(),
@@ -305,8 +333,8 @@ class Service final : public ServiceBase {
                                            const v1::ReportProgressRequest* request,
                                            v1::ReportProgressResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (const absl::Status version = CheckVersion(*request); !version.ok()) {
-      reactor->Finish(ToGrpc(version));
+    if (const absl::Status refused = CheckWorkerCall(context, *request); !refused.ok()) {
+      reactor->Finish(ToGrpc(refused));
       return reactor;
     }
     ProgressReport report;
@@ -327,9 +355,9 @@ class Service final : public ServiceBase {
     });
     return reactor;
   }
-  grpc::Status EndStep(grpc::ServerContext*, const v1::EndStepRequest* request,
+  grpc::Status EndStep(grpc::ServerContext* context, const v1::EndStepRequest* request,
                        v1::EndStepResponse* response) override {
-    RETURN_GRPC(CheckVersion(*request));
+    RETURN_GRPC(CheckWorkerCall(context, *request));
     auto result = core_->EndStep(request->job_id(), request->worker_id(), request->step());
     if (!result.ok()) return ToGrpc(result.status());
     response->set_generation(result->generation);
@@ -353,6 +381,7 @@ class Service final : public ServiceBase {
       return ToGrpc(absl::InvalidArgumentError("PutCheckpoint: the first message must be 'begin'"));
     }
     const v1::PutCheckpointRequest::Begin begin = message.begin();
+    RETURN_GRPC(AsMember(context, begin.job_id(), begin.worker_id()));
     if (begin.parts() > 0) return PutCheckpointPart(context, reader, begin, response);
     // The checkpoint store takes one writer at a time (for every job): wait
     // for the upload before this one to finish rather than fail. Declared
@@ -380,10 +409,11 @@ class Service final : public ServiceBase {
           return grpc::Status::OK;
         });
   }
-  grpc::Status GetCheckpointInfo(grpc::ServerContext*, const v1::GetCheckpointInfoRequest* request,
+  grpc::Status GetCheckpointInfo(grpc::ServerContext* context,
+                                 const v1::GetCheckpointInfoRequest* request,
                                  v1::GetCheckpointInfoResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(core_->GetJob(request->job_id()).status());
+    RETURN_GRPC(AsMemberOrAdmin(context, request->job_id()));
     auto reader = request->latest()
                       ? core_->checkpoints()->OpenLatest(request->job_id())
                       : core_->checkpoints()->OpenCheckpoint(request->job_id(), request->step());
@@ -405,20 +435,22 @@ class Service final : public ServiceBase {
     }
     return grpc::Status::OK;
   }
-  grpc::Status ReadCheckpointChunk(grpc::ServerContext*,
+  grpc::Status ReadCheckpointChunk(grpc::ServerContext* context,
                                    const v1::ReadCheckpointChunkRequest* request,
                                    grpc::ServerWriter<v1::DataPiece>* writer) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(core_->GetJob(request->job_id()).status());
+    RETURN_GRPC(AsMemberOrAdmin(context, request->job_id()));
     auto reader = core_->checkpoints()->OpenCheckpoint(request->job_id(), request->step());
     if (!reader.ok()) return ToGrpc(reader.status());
     auto chunk = (*reader)->ReadChunk(request->entry(), request->chunk());
     if (!chunk.ok()) return ToGrpc(chunk.status());
     return WritePieces(*chunk, piece_bytes_, writer);
   }
-  grpc::Status FetchDatasetFile(grpc::ServerContext*, const v1::FetchDatasetFileRequest* request,
+  grpc::Status FetchDatasetFile(grpc::ServerContext* context,
+                                const v1::FetchDatasetFileRequest* request,
                                 grpc::ServerWriter<v1::DataPiece>* writer) override {
     RETURN_GRPC(CheckVersion(*request));
+    RETURN_GRPC(AsJoinerOrAdmin(context, request->job_id()));
     auto job = core_->GetJob(request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
     auto bytes = ReadDatasetFile(job->spec(), request->name());
@@ -427,6 +459,63 @@ class Service final : public ServiceBase {
   }
 
  private:
+  // ---- who is calling (docs/security.md's matrix) ----
+
+  // The call speaks for `worker_id` of `job_id`: its metadata names that
+  // worker and carries the member secret of its last Join.
+  absl::Status AsMember(const grpc::ServerContextBase* context, absl::string_view job_id,
+                        absl::string_view worker_id) {
+    const std::string caller = Metadata(context, kWorkerIdMetadata);
+    if (caller.empty()) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("a call as worker ", worker_id, " must carry its member credential (",
+                       kWorkerIdMetadata, " and ", kMemberSecretMetadata, ")"));
+    }
+    if (caller != worker_id) {
+      return absl::PermissionDeniedError(absl::StrCat("the credential of worker ", caller,
+                                                      " cannot speak for worker ", worker_id));
+    }
+    return core_->AuthenticateMember(job_id, worker_id, Metadata(context, kMemberSecretMetadata));
+  }
+  // A member of the job (the worker its metadata names) or the admin.
+  absl::Status AsMemberOrAdmin(const grpc::ServerContextBase* context, absl::string_view job_id) {
+    if (const std::string admin = Metadata(context, kAdminTokenMetadata); !admin.empty()) {
+      return core_->VerifyAdminToken(admin);
+    }
+    const std::string caller = Metadata(context, kWorkerIdMetadata);
+    if (caller.empty()) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "only members of job ", job_id,
+          " and the admin may make this call: send a member "
+          "credential (",
+          kWorkerIdMetadata, ", ", kMemberSecretMetadata, ") or ", kAdminTokenMetadata));
+    }
+    return core_->AuthenticateMember(job_id, caller, Metadata(context, kMemberSecretMetadata));
+  }
+  // Whoever may join the job: a holder of its join token (anyone, for an
+  // open job), its members and the admin. They may read its whole spec and
+  // its dataset, which a worker fetches before it joins.
+  absl::Status AsJoinerOrAdmin(const grpc::ServerContextBase* context, absl::string_view job_id) {
+    const absl::Status member_or_admin = AsMemberOrAdmin(context, job_id);
+    if (member_or_admin.ok()) return member_or_admin;
+    if (const std::string token = Metadata(context, kJoinTokenMetadata); !token.empty()) {
+      return core_->VerifyToken(job_id, token);
+    }
+    ASSIGN_OR_RETURN(v1::JobStatus job, core_->GetJob(job_id));
+    if (job.spec().access().open()) return absl::OkStatus();
+    return absl::UnauthenticatedError(absl::StrCat("only those who may join job ", job_id,
+                                                   " may read its spec and data: send its join "
+                                                   "token (",
+                                                   kJoinTokenMetadata,
+                                                   "), a member credential or the admin token"));
+  }
+  // A worker's own call (its request names the job and the worker).
+  template <typename Request>
+  absl::Status CheckWorkerCall(const grpc::ServerContextBase* context, const Request& request) {
+    RETURN_IF_ERROR(CheckVersion(request));
+    return AsMember(context, request.job_id(), request.worker_id());
+  }
+
   // A split upload's part: spooled by the core while it streams in (parts
   // of one checkpoint arrive side by side); only the part that completes
   // the set needs the store, so only its commit takes the upload slot.

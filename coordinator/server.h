@@ -28,6 +28,15 @@ namespace potluck {
 // The api_version this build speaks (requests may leave it 0).
 inline constexpr uint32_t kCoordinatorApiVersion = 1;
 
+// Who a call comes from, in gRPC metadata (no request grows a credential
+// field): a worker sends its id and the member secret its Join returned; the
+// admin may send its token on the reads it may make. Who may call what:
+// docs/security.md.
+inline constexpr char kWorkerIdMetadata[] = "potluck-worker-id";
+inline constexpr char kMemberSecretMetadata[] = "potluck-member-secret";
+inline constexpr char kAdminTokenMetadata[] = "potluck-admin-token";
+inline constexpr char kJoinTokenMetadata[] = "potluck-join-token";
+
 struct CoordinatorServerOptions {
   std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free one
   // PEM files; both empty = plaintext (insecure).

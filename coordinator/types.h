@@ -40,6 +40,9 @@ struct WorkerStatus {
   // member of an older one computes steps that no longer count.
   uint64_t rollback_generation = 0;
   bool member = false;  // false: waiting in the join window
+  // Join's answer only: the credential every later call of this worker
+  // proves (gRPC metadata, see coordinator/grpc_client.h).
+  std::string member_secret;
   v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
 };
 

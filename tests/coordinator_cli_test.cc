@@ -66,9 +66,19 @@ TEST_F(CoordinatorCliTest, SubmitListStatusTokenAndCleanShutdown) {
   EXPECT_EQ(jobs[0]["spec"]["job_id"], "cli-job");
   EXPECT_EQ(jobs[0]["state"], "JOB_STATE_RUNNING");
 
+  // Anyone gets the public summary: no dataset path, no workers.
   result = RunPotluck("job status cli-job" + at + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_EQ(nlohmann::json::parse(result.output)["workers"].size(), 0u) << result.output;
+  nlohmann::json summary = nlohmann::json::parse(result.output);
+  EXPECT_FALSE(summary.contains("workers")) << result.output;
+  EXPECT_FALSE(summary["spec"].contains("dataset")) << result.output;
+  EXPECT_EQ(summary["state"], "JOB_STATE_RUNNING");
+  // The admin gets the job's whole status and its workers.
+  result = RunPotluck("job status cli-job" + at + " --data-dir " + data_dir_ + " --json");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  nlohmann::json whole = nlohmann::json::parse(result.output);
+  EXPECT_EQ(whole["workers"].size(), 0u) << result.output;
+  EXPECT_TRUE(whole["spec"].contains("dataset")) << result.output;
   result = RunPotluck("job status nope" + at);
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("NOT_FOUND"), std::string::npos) << result.output;

@@ -142,7 +142,9 @@ void WorkerE2eFixture::StartCoordinator(int port, uint64_t max_steps, bool open,
   std::ifstream token_file(CoordinatorDir() + "/admin.token");
   std::string admin;
   token_file >> admin;
-  auto client = NewGrpcAdmin(address_);
+  GrpcClientOptions options;
+  options.admin_token = admin;  // for the admin's reads (ListWorkers)
+  auto client = NewGrpcAdmin(address_, options);
   ASSERT_TRUE(client.ok());
   admin_ = std::move(*client);
   admin_token_ = admin;

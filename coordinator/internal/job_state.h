@@ -74,6 +74,9 @@ struct Job {
   // EndStep's checkpoint answers for the last few steps (memory only: a
   // restart rolls the group back anyway).
   std::map<uint64_t, bool> checkpoint_answers;
+  // ReportFailure's evidence in the current generation: accused member ->
+  // the members that reported it (memory only; every regroup clears it).
+  std::map<std::string, std::set<std::string>, std::less<>> accusations;
   // No alive worker's lease ends before this: expiry checks skip their scan
   // until then (every lease set lowers it if it ends sooner).
   absl::Time next_lease_check = absl::InfinitePast();

@@ -159,6 +159,7 @@ absl::Status Regroup(Job& job, bool rollback, uint64_t boundary_step, const Call
   job.gen = std::move(next);
   job.gen_created = ctx.now;
   job.arrived.clear();
+  job.accusations.clear();
   job.record.set_regroup_at_step(0);
   job.dirty = true;
   return absl::OkStatus();
@@ -235,9 +236,17 @@ absl::StatusOr<uint64_t> ReportFailure(Job& job, absl::string_view reporter,
   if (it == job.workers.end()) {
     return absl::NotFoundError(absl::StrCat("worker ", failed, " is not in job ", job.id()));
   }
-  if (it->second.member()) {
+  if (!it->second.member()) return job.gen.number();
+  // Evidence, not a verdict: one member's word cannot evict a healthy peer.
+  // A majority of the accused's peers must agree (so never in a group of
+  // two); otherwise the accused's own lease decides, as for any member.
+  std::set<std::string>& reporters = job.accusations[std::string(failed)];
+  reporters.insert(std::string(reporter));
+  const size_t peers = static_cast<size_t>(std::max(job.gen.members_size() - 1, 0));
+  if (reporters.size() >= 2 && 2 * reporters.size() > peers) {
     MarkDead(job, it->second,
-             absl::StrCat("reported failed by ", reporter, " in generation ", job.gen.number()));
+             absl::StrCat("reported failed by ", reporters.size(), " of its ", peers,
+                          " peers in generation ", job.gen.number()));
     RETURN_IF_ERROR(Regroup(job, /*rollback=*/true, 0, ctx));
   }
   return job.gen.number();

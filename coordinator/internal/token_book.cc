@@ -69,8 +69,13 @@ absl::Status TokenBook::Revoke(absl::string_view token_or_id) {
   return absl::OkStatus();
 }
 
-absl::Status TokenBook::Verify(absl::string_view job_id, absl::string_view token,
-                               absl::Time now) const {
+bool TokenBook::Revoked(absl::string_view token_id) const {
+  auto it = tokens_.find(token_id);
+  return it != tokens_.end() && it->second.revoked();
+}
+
+absl::StatusOr<std::string> TokenBook::Verify(absl::string_view job_id, absl::string_view token,
+                                              absl::Time now) const {
   ASSIGN_OR_RETURN(TokenFields fields, ParseSignedToken(signing_key_, token));
   auto it = tokens_.find(fields.token_id);
   if (it == tokens_.end()) {
@@ -98,7 +103,7 @@ absl::Status TokenBook::Verify(absl::string_view job_id, absl::string_view token
     return absl::PermissionDeniedError(
         absl::StrCat("token ", fields.token_id, " is for job ", fields.job_id, ", not ", job_id));
   }
-  return absl::OkStatus();
+  return fields.token_id;
 }
 
 }  // namespace potluck::coordinator_internal

@@ -30,10 +30,14 @@ class TokenBook {
   absl::StatusOr<std::string> Create(absl::string_view job_id, absl::Duration ttl, absl::Time now);
   // By the token itself or its id; kNotFound for one not issued here.
   absl::Status Revoke(absl::string_view token_or_id);
-  // kUnauthenticated: malformed, wrong signature, unknown, revoked, expired;
+  // The token's id if it admits to `job_id` now. kUnauthenticated:
+  // malformed, wrong signature, unknown, revoked, expired;
   // kPermissionDenied: a token of another job (or an admin token used to
   // join, a join token used as admin).
-  absl::Status Verify(absl::string_view job_id, absl::string_view token, absl::Time now) const;
+  absl::StatusOr<std::string> Verify(absl::string_view job_id, absl::string_view token,
+                                     absl::Time now) const;
+  // Whether the token with this id was revoked (false for an unknown id).
+  bool Revoked(absl::string_view token_id) const;
 
  private:
   explicit TokenBook(StateDb* db) : db_(db) {}
