@@ -13,7 +13,7 @@ constexpr absl::string_view kPayloadUrl = "type.potluck.dev/potluck.Failure";
 
 bool Known(int value) {
   return value >= static_cast<int>(Failure::kUnspecified) &&
-         value <= static_cast<int>(Failure::kUsage);
+         value <= static_cast<int>(Failure::kJobCancelled);
 }
 
 }  // namespace
@@ -30,6 +30,8 @@ absl::string_view FailureName(Failure failure) {
       return "store_locked";
     case Failure::kUsage:
       return "usage";
+    case Failure::kJobCancelled:
+      return "job_cancelled";
   }
   return "unknown";
 }

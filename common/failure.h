@@ -33,6 +33,9 @@ enum class Failure : int {
   // kInvalidArgument from a command: its command line lacks or misuses a
   // flag (the CLI exits 1, a usage error, instead of 2).
   kUsage = 4,
+  // kFailedPrecondition from a worker call: the job was cancelled by its
+  // owner. Its workers leave and exit 0; it is no network blip to retry.
+  kJobCancelled = 5,
 };
 
 // The name of `failure` ("waiting_for_admission"), for logs and tests.

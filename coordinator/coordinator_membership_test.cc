@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/failure.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_test_util.h"
 
@@ -239,8 +240,6 @@ TEST_F(CoordinatorTest, PausedAndCancelledJobsRefuseWork) {
   Start({"a"});
   ASSERT_TRUE(coordinator_->PauseJob(admin_, "job-1").ok());
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_PAUSED);
-  EXPECT_EQ(coordinator_->AcquireShard("job-1", "a").status().code(),
-            absl::StatusCode::kFailedPrecondition);
   auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
   EXPECT_EQ(coordinator_->Join({"job-1", *token, "b", "b:1"}).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -251,8 +250,46 @@ TEST_F(CoordinatorTest, PausedAndCancelledJobsRefuseWork) {
   ASSERT_TRUE(coordinator_->CancelJob(admin_, "job-1").ok());
   EXPECT_EQ(coordinator_->ResumeJob(admin_, "job-1").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_CANCELLED);
+  // Its workers learn that as a reason of its own, not a blip to retry.
+  const absl::Status cancelled = coordinator_->AcquireShard("job-1", "a").status();
+  EXPECT_EQ(cancelled.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(FailedBecause(cancelled, Failure::kJobCancelled)) << cancelled;
+  EXPECT_EQ(coordinator_->Heartbeat("job-1", "a")->job_state, v1::JOB_STATE_CANCELLED);
   Reopen();
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_CANCELLED);
+}
+
+// A pause takes effect at one step every member reaches and none has ended:
+// the one after the furthest member's last. Members one step behind train up
+// to it; each is told to wait after it, and the group's state there is
+// checkpointed. After resume they train on.
+TEST_F(CoordinatorTest, APauseStopsEveryMemberAfterTheSameStep) {
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 1).ok());
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 2).ok());  // a is a step ahead
+  ASSERT_TRUE(coordinator_->PauseJob(admin_, "job-1").ok());
+  auto b2 = coordinator_->EndStep("job-1", "b", 2);
+  ASSERT_TRUE(b2.ok()) << b2.status();
+  EXPECT_FALSE(b2->pause) << "b must still train step 3, which a is already in";
+  EXPECT_TRUE(coordinator_->AcquireShard("job-1", "b").ok()) << "its data for step 3";
+  for (const char* w : {"a", "b"}) {
+    auto ended = coordinator_->EndStep("job-1", w, 3);
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    EXPECT_TRUE(ended->pause) << w;
+    EXPECT_TRUE(ended->should_checkpoint) << w;
+    EXPECT_EQ(ended->job_state, v1::JOB_STATE_PAUSED);
+  }
+  const absl::Status committed = Commit("a", 3);
+  ASSERT_TRUE(committed.ok()) << committed;
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_PAUSED);
+  ASSERT_TRUE(coordinator_->ResumeJob(admin_, "job-1").ok());
+  for (const char* w : {"a", "b"}) {
+    auto ended = coordinator_->EndStep("job-1", w, 4);
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    EXPECT_FALSE(ended->pause) << w;
+    EXPECT_EQ(ended->job_state, v1::JOB_STATE_RUNNING);
+  }
 }
 
 TEST_F(CoordinatorTest, MaxWorkersIsEnforced) {

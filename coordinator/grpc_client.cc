@@ -510,7 +510,7 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
     ASSIGN_OR_RETURN(v1::EndStepResponse response,
                      connection_.Call(&Stub::EndStep, request, "EndStep"));
     return StepResult{response.generation(), response.regroup(), response.should_checkpoint(),
-                      response.job_state()};
+                      response.pause(), response.job_state()};
   }
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
                                                                     absl::string_view worker_id,

@@ -363,6 +363,7 @@ class Service final : public ServiceBase {
     response->set_generation(result->generation);
     response->set_regroup(result->regroup);
     response->set_should_checkpoint(result->should_checkpoint);
+    response->set_pause(result->pause);
     response->set_job_state(result->job_state);
     return grpc::Status::OK;
   }

@@ -98,6 +98,9 @@ struct StepResult {
   // Upload this step's checkpoint. Every member of the step gets the same
   // answer (the first one given is kept), so all send their parts of it.
   bool should_checkpoint = false;
+  // The job is paused and this is the step to wait after (every member gets
+  // it for the same step): wait, heartbeating, until it runs again.
+  bool pause = false;
   v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
 };
 

@@ -5,11 +5,13 @@
 // exactly once.
 #include <signal.h>
 
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -342,6 +344,79 @@ TEST_F(WorkerE2eTest, NcclBackendTrainsTwoWorkersOnTwoGpus) {
   ASSERT_EQ(digests.size(), 2u);
   EXPECT_EQ(digests[0], digests[1]);
   ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
+// Issue 16: `job pause` stops every member after one common step (its state
+// committed there) and nothing trains while paused; `job resume` trains on to
+// the end with every sample counted once.
+TEST_F(WorkerE2eTest, PausedJobWaitsAtOneStepAndResumesToTheEnd) {
+  StartCoordinator(0, 60);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  std::atomic<uint64_t> last_step{0};
+  uint64_t paused_at = 0;
+  uint64_t held_at = 0, committed_while_paused = 0;
+  v1::JobState state_while_paused = v1::JOB_STATE_UNSPECIFIED;
+  std::thread resumer;
+  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+    const uint64_t step = line.value("step", uint64_t{0});
+    if (step > last_step) last_step = step;
+    if (paused_at > 0 || line.value("world", 0) != 2 || step < 10) return;
+    ASSERT_TRUE(admin_->PauseJob(admin_token_, "e2e").ok());
+    paused_at = step;
+    resumer = std::thread([&] {
+      absl::SleepFor(absl::Seconds(2));
+      const uint64_t settled = last_step;
+      absl::SleepFor(absl::Seconds(2));  // nothing may train meanwhile
+      held_at = last_step;
+      EXPECT_EQ(held_at, settled) << "a paused job trained on";
+      auto job = admin_->GetJob("e2e");
+      ASSERT_TRUE(job.ok()) << job.status();
+      state_while_paused = job->state();
+      committed_while_paused = job->committed_step();
+      EXPECT_TRUE(admin_->ResumeJob(admin_token_, "e2e").ok());
+    });
+  });
+  resumer.join();
+  EXPECT_EQ(state_while_paused, v1::JOB_STATE_PAUSED);
+  // Members are at most a step apart: they wait after the step after the
+  // furthest one's last, and its state is committed there.
+  EXPECT_GE(held_at, paused_at);
+  EXPECT_LE(held_at, paused_at + 2);
+  EXPECT_EQ(committed_while_paused, held_at);
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(digests.count(0), 1u);
+  ASSERT_EQ(digests.count(1), 1u);
+  EXPECT_EQ(digests[0], digests[1]);
+  for (const auto& [step, world] : world_at_step_) EXPECT_EQ(world, 2) << "step " << step;
+  ExpectLedgerCountsEverySampleOnce(60);
+}
+
+// `job cancel` reaches the workers through the calls they already make:
+// they leave and exit 0 saying so, within seconds.
+TEST_F(WorkerE2eTest, CancelledJobsWorkersLeaveAndExitZeroSayingWhy) {
+  StartCoordinator(0, 100000);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  absl::Time cancelled = absl::InfiniteFuture();
+  Drive(
+      workers,
+      [&](int, const nlohmann::json& line) {
+        if (cancelled != absl::InfiniteFuture() || line.value("step", 0) < 5) return;
+        ASSERT_TRUE(admin_->CancelJob(admin_token_, "e2e").ok());
+        cancelled = absl::Now();
+      },
+      absl::Seconds(90));
+  ASSERT_NE(cancelled, absl::InfiniteFuture());
+  EXPECT_LT(absl::Now() - cancelled, absl::Seconds(20));
+  ExpectExited(workers, {0, 1}, 0);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(workers[i]->LogTail(), HasSubstr("job e2e was cancelled")) << i;
+  }
+  auto job = admin_->GetJob("e2e");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(job->live_workers(), 0u);
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {

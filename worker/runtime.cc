@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -102,7 +103,11 @@ class WorkerRuntime::Impl {
     absl::Status result = loop_->Run();
     session_->StopHeartbeats();
     loop_->DropGroup();
-    if (loop_->leave()) (void)client_->Leave(options_.job_id, worker_id_);
+    if (loop_->leave() || session_->cancelled()) (void)client_->Leave(options_.job_id, worker_id_);
+    if (result.ok() && session_->cancelled()) {
+      std::cerr << "worker " << worker_id_ << ": job " << options_.job_id
+                << " was cancelled; leaving\n";
+    }
     return result;
   }
 

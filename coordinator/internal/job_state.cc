@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "common/failure.h"
 #include "coordinator/internal/state_db.h"
 #include "job/job_spec.h"
 
@@ -25,8 +26,12 @@ absl::Status RequireRunning(const Job& job) {
   if (job.record.state() == v1::JOB_STATE_FINISHED) {
     return absl::OutOfRangeError(absl::StrCat("job ", job.id(), " is finished: no more data"));
   }
-  return absl::FailedPreconditionError(
+  const absl::Status refused = absl::FailedPreconditionError(
       absl::StrCat("job ", job.id(), " is ", JobStateName(job.record.state())));
+  if (job.record.state() == v1::JOB_STATE_CANCELLED) {
+    return WithFailure(refused, Failure::kJobCancelled);
+  }
+  return refused;
 }
 
 v1::JobStatus JobStatusOf(const Job& job) {

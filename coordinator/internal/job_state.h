@@ -71,9 +71,13 @@ struct Job {
   absl::Time gen_created;
   ShardLedger ledger;
   bool commit_in_progress = false;
-  // EndStep's checkpoint answers for the last few steps (memory only: a
-  // restart rolls the group back anyway).
-  std::map<uint64_t, bool> checkpoint_answers;
+  // EndStep's answers for the last few steps (memory only: a restart rolls
+  // the group back anyway): every member of a step gets the first one.
+  struct StepAnswer {
+    bool checkpoint = false;
+    bool pause = false;
+  };
+  std::map<uint64_t, StepAnswer> step_answers;
   // ReportFailure's evidence in the current generation: accused member ->
   // the members that reported it (memory only; every regroup clears it).
   std::map<std::string, std::set<std::string>, std::less<>> accusations;

@@ -60,6 +60,18 @@ absl::Status SetJobState(Job& job, v1::JobState to) {
                                                       "; cannot make it ", JobStateName(to)));
   }
   job.record.set_state(to);
+  job.record.set_pause_at_step(0);
+  if (to == v1::JOB_STATE_PAUSED) {
+    // Members are at most a step apart: the step after the furthest one's
+    // last is one every member reaches, and none has ended yet. Each waits
+    // after it (EndStep says so), so no member waits in a collective for
+    // one that stopped a step earlier.
+    uint64_t furthest = job.record.committed_step();
+    for (const auto& [id, worker] : job.workers) {
+      if (worker.member()) furthest = std::max(furthest, worker.record.last_ended_step());
+    }
+    job.record.set_pause_at_step(furthest + 1);
+  }
   job.dirty = true;
   return absl::OkStatus();
 }

@@ -12,7 +12,8 @@ namespace potluck::coordinator_internal {
 absl::StatusOr<ShardLease> AcquireShard(Job& job, absl::string_view worker_id,
                                         const CallContext& ctx) {
   ASSIGN_OR_RETURN(Worker * worker, Member(job, worker_id, ctx));
-  RETURN_IF_ERROR(RequireRunning(job));
+  // A paused job's members still finish the steps up to its pause step.
+  if (job.record.state() != v1::JOB_STATE_PAUSED) RETURN_IF_ERROR(RequireRunning(job));
   const int rank = RankOf(job, worker_id);
   if (rank < 0) {
     return absl::FailedPreconditionError(
@@ -98,14 +99,18 @@ absl::StatusOr<StepResult> EndStep(Job& job, absl::string_view worker_id, uint64
   StepResult result;
   result.generation = job.gen.number();
   result.regroup = worker->record.active_generation() != job.gen.number();
-  auto answer = job.checkpoint_answers.find(step);
-  if (answer == job.checkpoint_answers.end()) {
-    answer = job.checkpoint_answers.emplace(step, ShouldCheckpoint(job, step, ctx.now)).first;
-    while (job.checkpoint_answers.size() > 8) {
-      job.checkpoint_answers.erase(job.checkpoint_answers.begin());
-    }
+  auto answer = job.step_answers.find(step);
+  if (answer == job.step_answers.end()) {
+    Job::StepAnswer first;
+    first.pause = job.record.state() == v1::JOB_STATE_PAUSED && job.record.pause_at_step() > 0 &&
+                  step >= job.record.pause_at_step();
+    // The group's state at a pause is saved, so a long pause loses nothing.
+    first.checkpoint = ShouldCheckpoint(job, step, ctx.now) || first.pause;
+    answer = job.step_answers.emplace(step, first).first;
+    while (job.step_answers.size() > 8) job.step_answers.erase(job.step_answers.begin());
   }
-  result.should_checkpoint = answer->second && step > job.record.committed_step();
+  result.should_checkpoint = answer->second.checkpoint && step > job.record.committed_step();
+  result.pause = answer->second.pause && job.record.state() == v1::JOB_STATE_PAUSED;
   result.job_state = job.record.state();
   return result;
 }

@@ -80,6 +80,11 @@ void Session::Heartbeats(const std::function<void()>& on_group_lost) {
     if (status.ok()) {
       Seen(*status);
       NoteGeneration(status->generation);
+      if (status->job_state == v1::JOB_STATE_CANCELLED) {
+        StopCancelled();
+        on_group_lost();  // nothing the group computes counts any more
+        continue;
+      }
       // A rollback voids what this group computes: stop its collectives
       // now. A regroup that only admits joiners is not a reason to: the
       // members are inside one step, and a step aborted on some members

@@ -130,6 +130,13 @@ class Session {
 
   void Stop() { stop_ = true; }
   bool stopping() const { return stop_; }
+  // The job's owner cancelled it (a heartbeat, a step's answer or a refused
+  // call said so): stop, leave, and exit 0 saying why.
+  void StopCancelled() {
+    cancelled_ = true;
+    stop_ = true;
+  }
+  bool cancelled() const { return cancelled_; }
 
   Clock* clock() const { return options_.clock; }
   CoordinatorClient* client() const { return client_; }
@@ -146,6 +153,7 @@ class Session {
   std::atomic<uint64_t> latest_generation_{0};  // the newest it has heard of
   std::atomic<uint64_t> final_step_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> cancelled_{false};
   std::atomic<bool> must_rejoin_{false};
 
   mutable absl::Mutex mu_;

@@ -93,6 +93,10 @@ absl::Status StepLoop::Run() {
       }
       need_group = false;
     }
+    if (paused_) {
+      RETURN_IF_ERROR(WaitWhilePaused());
+      continue;
+    }
     if (policy_->Done(FinalStep())) {
       const absl::StatusOr<bool> finished = Finish();
       if (finished.ok() && !*finished) continue;  // extended: train on
@@ -104,6 +108,10 @@ absl::Status StepLoop::Run() {
     }
     absl::Status stepped = policy_->StepOnce();
     if (stepped.ok()) continue;
+    if (FailedBecause(stepped, Failure::kJobCancelled)) {
+      session_->StopCancelled();
+      continue;
+    }
     if (FailedBecause(stepped, Failure::kOwnStateNotFinite)) {
       leave_ = true;  // the others regroup without this worker at once
       return stepped;
@@ -181,9 +189,10 @@ absl::Status StepLoop::EndStep(uint64_t step, bool agree_before_checkpoint) {
   ASSIGN_OR_RETURN(std::optional<StepResult> ended, session_->EndStep(step));
   if (!ended.has_value()) return absl::OkStatus();  // an outage: keep training
   if (ended->job_state == v1::JOB_STATE_CANCELLED) {
-    session_->Stop();
+    session_->StopCancelled();
     return absl::OkStatus();
   }
+  paused_ = ended->pause;
   if (ended->should_checkpoint) {
     // Every member got the same answer for this step and uploads a part of
     // one checkpoint: first make sure the parts are of one model. (Not when
@@ -306,6 +315,37 @@ absl::StatusOr<bool> StepLoop::Finish() {
   }
   leave_ = true;
   return true;
+}
+
+absl::Status StepLoop::WaitWhilePaused() {
+  std::cerr << "worker " << session_->worker_id() << ": job " << session_->job_id()
+            << " is paused after step " << policy_->BoundaryStep() << "; waiting to resume\n";
+  Clock* clock = session_->clock();
+  while (!session_->stopping() && !session_->must_rejoin() && !session_->generation_changed()) {
+    ASSIGN_OR_RETURN(v1::JobStatus job, session_->Retry([&] {
+      return session_->client()->GetJob(session_->job_id());
+    }));
+    switch (job.state()) {
+      case v1::JOB_STATE_PAUSED:
+        clock->SleepFor(kPoll * 25);
+        continue;
+      case v1::JOB_STATE_CANCELLED:
+        session_->StopCancelled();
+        break;
+      case v1::JOB_STATE_FINISHED:
+        session_->Stop();
+        break;
+      default:
+        std::cerr << "worker " << session_->worker_id() << ": job " << session_->job_id()
+                  << " resumed; training on from step " << policy_->BoundaryStep() << "\n";
+        break;
+    }
+    paused_ = false;
+    return absl::OkStatus();
+  }
+  // Stopping, counted dead or regrouped: the loop handles that first; a
+  // group that forms again waits on (the job is still paused).
+  return absl::OkStatus();
 }
 
 void StepLoop::InjectFaults(uint64_t step) {

@@ -100,6 +100,10 @@ class StepLoop {
   // not finish it, and the group trains on to the new final step).
   absl::StatusOr<bool> Finish();
   absl::Status Upload(uint64_t step);
+  // The job is paused after this worker's last step: holds its place (the
+  // heartbeats keep its lease) until the job runs again, is cancelled or
+  // ends, or the group changes.
+  absl::Status WaitWhilePaused();
 
   Session* const session_;              // not owned
   const WorkerOptions* const options_;  // not owned
@@ -114,6 +118,7 @@ class StepLoop {
   int rank_ = 0;
   int world_ = 1;
   bool leave_ = false;
+  bool paused_ = false;  // the coordinator said: wait after this step
   std::atomic<uint64_t> state_repairs_{0};
 };
 
