@@ -29,6 +29,44 @@ TEST_F(SubmitJobTest, InvalidSpecIsRefusedAndChangesNothing) {
   EXPECT_TRUE(coordinator_->ListJobs()->empty());
 }
 
+// Issue 16: a dataset a job could never train to its end is refused at
+// submit, naming the shard or the numbers, instead of a job that never
+// commits.
+v1::JobSpec GptSpec(const std::string& job_id) {
+  v1::JobSpec spec = testing_util::CoordinatorFixture::Spec(job_id);
+  v1::GptSpec* gpt = spec.mutable_model()->mutable_gpt();
+  gpt->set_vocab_size(256);
+  gpt->set_context_length(32);
+  gpt->set_layers(1);
+  gpt->set_heads(2);
+  gpt->set_width(32);
+  return spec;
+}
+
+TEST_F(SubmitJobTest, AShardShorterThanOneSequenceIsRefusedByName) {
+  shards_ = {{"train-00000.tok", 1000}, {"train-00001.tok", 10}};
+  auto submitted = coordinator_->SubmitJob(admin_, GptSpec("job-1"));
+  EXPECT_EQ(submitted.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(submitted.status().message(),
+              HasSubstr("shard train-00001.tok holds 10 tokens, fewer than one sequence"));
+  EXPECT_TRUE(coordinator_->ListJobs()->empty());
+  // Exactly one sequence plus one token is enough.
+  shards_ = {{"train-00000.tok", 1000}, {"train-00001.tok", 33}};
+  EXPECT_TRUE(coordinator_->SubmitJob(admin_, GptSpec("job-1")).ok());
+}
+
+TEST_F(SubmitJobTest, ADatasetSmallerThanOneGlobalBatchIsRefused) {
+  shards_ = {{"train-00000.tok", 19}};
+  v1::JobSpec spec = GptSpec("job-1");
+  spec.mutable_model()->mutable_gpt()->set_context_length(8);
+  spec.set_max_steps(50);
+  auto submitted = coordinator_->SubmitJob(admin_, spec);
+  EXPECT_EQ(submitted.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(submitted.status().message(),
+              HasSubstr("holds 2 sequences of context_length 8, fewer than one global batch"));
+  EXPECT_TRUE(coordinator_->ListJobs()->empty());
+}
+
 TEST_F(SubmitJobTest, ResubmittingIsIdempotentAndAnotherSpecConflicts) {
   Submit(Spec("job-1"), shards_);
   EXPECT_TRUE(coordinator_->SubmitJob(admin_, Spec("job-1")).ok());

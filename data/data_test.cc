@@ -133,7 +133,9 @@ TEST_F(DataTest, PreparesTheBuiltInCorpusWithAValidationSplit) {
     ASSERT_TRUE(shard.ok()) << shard.status();
     EXPECT_EQ((*shard)->size(), info.tokens);
     EXPECT_EQ((*shard)->checksum(), info.checksum);
-    EXPECT_LE(info.tokens, 50000u);
+    // A short last piece is folded into the shard before it.
+    EXPECT_GE(info.tokens, 25000u);
+    EXPECT_LT(info.tokens, 75000u);
   }
 }
 

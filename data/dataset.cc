@@ -23,8 +23,12 @@ namespace fs = std::filesystem;
 absl::Status WriteShards(const std::string& dir, const std::string& prefix,
                          const std::vector<uint32_t>& tokens, uint64_t begin, uint64_t end,
                          uint64_t shard_tokens, std::vector<ShardInfo>* shards) {
-  for (uint64_t start = begin, index = 0; start < end; start += shard_tokens, ++index) {
-    const uint64_t stop = std::min(end, start + shard_tokens);
+  uint64_t stop = begin;
+  for (uint64_t start = begin, index = 0; start < end; start = stop, ++index) {
+    stop = std::min(end, start + shard_tokens);
+    // A last piece shorter than half a shard joins this one: no tiny shard
+    // that a job's sequences could not fill.
+    if (end - stop < shard_tokens / 2) stop = end;
     ShardInfo shard;
     shard.file = absl::StrFormat("%s-%05d.tok", prefix, index);
     shard.tokens = stop - start;

@@ -23,12 +23,40 @@ absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec&
   return shards;
 }
 
+absl::Status CheckTrainable(const v1::JobSpec& spec, const std::vector<ShardSpec>& shards) {
+  if (!spec.model().has_gpt()) return absl::OkStatus();
+  const uint64_t context = spec.model().gpt().context_length();
+  if (context == 0) return absl::OkStatus();  // ValidateJobSpec names that
+  uint64_t sequences = 0;
+  for (const ShardSpec& shard : shards) {
+    // A sequence reads context + 1 tokens: a shorter shard holds none, and
+    // an epoch could never finish it.
+    if (shard.size < context + 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dataset.manifest: shard ", shard.name, " holds ", shard.size,
+          " tokens, fewer than one sequence (context_length ", context, " + 1 = ", context + 1,
+          "): remove it or prepare the data again (potluck data prepare folds a short last "
+          "shard into the one before)"));
+    }
+    sequences += (shard.size - 1) / context;
+  }
+  const uint64_t global_batch = spec.batch().global_batch_size();
+  if (sequences < global_batch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset.manifest: the train split holds ", sequences, " sequences of context_length ",
+        context, ", fewer than one global batch (batch.global_batch_size ", global_batch,
+        "): not one step could be trained"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
                                             const std::vector<ShardSpec>& shard_specs,
                                             absl::Time now) {
   if (shard_specs.empty()) {
     return absl::InvalidArgumentError("dataset.manifest: the dataset has no train shards");
   }
+  RETURN_IF_ERROR(CheckTrainable(spec, shard_specs));
   std::vector<Shard> shards;
   for (const ShardSpec& shard_spec : shard_specs) {
     if (shard_spec.size == 0) {

@@ -24,6 +24,11 @@ absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec&
 
 // A running job with a fresh ledger over `shards`; kInvalidArgument for no
 // shards or an empty one. `spec` must have passed ValidateJobSpec.
+// kInvalidArgument, naming the shard or the numbers, for a dataset a GPT job
+// could not train to its end: a shard shorter than one sequence plus one
+// token, or fewer sequences than one global batch.
+absl::Status CheckTrainable(const v1::JobSpec& spec, const std::vector<ShardSpec>& shards);
+
 absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
                                             const std::vector<ShardSpec>& shards, absl::Time now);
 
