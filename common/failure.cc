@@ -13,7 +13,7 @@ constexpr absl::string_view kPayloadUrl = "type.potluck.dev/potluck.Failure";
 
 bool Known(int value) {
   return value >= static_cast<int>(Failure::kUnspecified) &&
-         value <= static_cast<int>(Failure::kJobCancelled);
+         value <= static_cast<int>(Failure::kDatasetChanged);
 }
 
 }  // namespace
@@ -32,6 +32,8 @@ absl::string_view FailureName(Failure failure) {
       return "usage";
     case Failure::kJobCancelled:
       return "job_cancelled";
+    case Failure::kDatasetChanged:
+      return "dataset_changed";
   }
   return "unknown";
 }

@@ -36,6 +36,10 @@ enum class Failure : int {
   // kFailedPrecondition from a worker call: the job was cancelled by its
   // owner. Its workers leave and exit 0; it is no network blip to retry.
   kJobCancelled = 5,
+  // kDataLoss from reading a job's data: a shard is not the one the job was
+  // submitted with (changed or replaced since). Retrying or regrouping reads
+  // the same bytes: the worker stops, naming the shard.
+  kDatasetChanged = 6,
 };
 
 // The name of `failure` ("waiting_for_admission"), for logs and tests.

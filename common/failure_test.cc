@@ -34,6 +34,7 @@ TEST(Failure, EveryReasonHasAName) {
   EXPECT_EQ(FailureName(Failure::kStoreLocked), "store_locked");
   EXPECT_EQ(FailureName(Failure::kUsage), "usage");
   EXPECT_EQ(FailureName(Failure::kJobCancelled), "job_cancelled");
+  EXPECT_EQ(FailureName(Failure::kDatasetChanged), "dataset_changed");
   EXPECT_EQ(FailureOf(WithFailure(absl::InvalidArgumentError("give --x"), Failure::kUsage)),
             Failure::kUsage);
 }

@@ -328,5 +328,21 @@ TEST_F(CoordinatorTest, ConcurrentWorkersConsumeEveryShardOnce) {
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_FINISHED);
 }
 
+// A lease carries the shard's checksum as the job was submitted with it, so
+// a worker can refuse a copy that changed since; a restart keeps it.
+TEST_F(CoordinatorTest, ALeaseCarriesTheShardsChecksumFromTheSubmit) {
+  shards_ = {{"s0", 100, 0x1234abcd5678ef00}, {"s1", 100, 0x42}};
+  Start({"a"});
+  auto lease = coordinator_->AcquireShard("job-1", "a");
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(lease->checksum, shards_[lease->shard].checksum);
+  Reopen();
+  Join("job-1", "a");
+  Form("job-1", {"a"});
+  auto again = coordinator_->AcquireShard("job-1", "a");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->checksum, shards_[again->shard].checksum);
+}
+
 }  // namespace
 }  // namespace potluck

@@ -324,6 +324,7 @@ class Service final : public ServiceBase {
                                  response->set_size(lease->size);
                                  response->set_offset(lease->offset);
                                  response->set_epoch(lease->epoch);
+                                 response->set_checksum(lease->checksum);
                                }
                                reactor->Finish(ToGrpc(lease.status()));
                              });

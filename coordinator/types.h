@@ -22,6 +22,7 @@ namespace potluck {
 struct ShardSpec {
   std::string name;
   uint64_t size = 0;
+  uint64_t checksum = 0;  // the manifest's, fixed at submit (0: not known)
 };
 
 struct JoinRequest {
@@ -74,6 +75,9 @@ struct ShardLease {
   uint64_t size = 0;
   uint64_t offset = 0;  // start reading here
   uint64_t epoch = 0;
+  // The shard's checksum when the job was submitted (0: not known): a copy
+  // that differs is not the data the job trains on.
+  uint64_t checksum = 0;
 };
 
 struct ProgressReport {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -22,6 +23,7 @@
 #include "absl/time/clock.h"
 
 #include "common/gpu.h"
+#include "data/dataset.h"
 #include "tests/worker_e2e_util.h"
 
 namespace potluck {
@@ -422,6 +424,32 @@ TEST_F(WorkerE2eTest, CancelledJobsWorkersLeaveAndExitZeroSayingWhy) {
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(job->live_workers(), 0u);
+}
+
+// Issue 16: `data prepare` run again in place after the submit. The job
+// trains on the data it was submitted with or not at all: the worker stops
+// at once, naming the shard, instead of training on other bytes.
+TEST_F(WorkerE2eTest, AShardChangedAfterTheSubmitIsRefusedByName) {
+  StartCoordinator(0, 20);
+  {
+    std::ofstream text(dir_ + "/corpus.txt");
+    for (int i = 0; i < 2000; ++i) text << "another corpus, line " << i << "\n";
+  }
+  PrepareOptions prepare;
+  prepare.inputs = {dir_ + "/corpus.txt"};
+  prepare.out_dir = dataset_.dir;
+  prepare.shard_tokens = 3000;
+  ASSERT_TRUE(PrepareDataset(prepare).ok());
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  workers.push_back(StartWorker(0));
+  bool trained = false;
+  Drive(
+      workers, [&](int, const nlohmann::json& line) { trained = trained || line.contains("step"); },
+      absl::Seconds(60));
+  ExpectExited(workers, {0}, 2);
+  EXPECT_FALSE(trained) << "a step was trained on data the job was not submitted with";
+  EXPECT_THAT(workers[0]->LogTail(), HasSubstr("is not the data job e2e was submitted with"));
+  EXPECT_THAT(workers[0]->LogTail(), HasSubstr("train-0000"));
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {

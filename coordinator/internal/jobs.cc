@@ -19,7 +19,9 @@ absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec&
   auto dataset = LoadDataset(path.string());
   if (!dataset.ok()) return Annotate(dataset.status(), "dataset.manifest");
   std::vector<ShardSpec> shards;
-  for (const ShardInfo& shard : dataset->train) shards.push_back({shard.file, shard.tokens});
+  for (const ShardInfo& shard : dataset->train) {
+    shards.push_back({shard.file, shard.tokens, shard.checksum});
+  }
   return shards;
 }
 
@@ -66,6 +68,7 @@ absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
     Shard shard;
     shard.name = shard_spec.name;
     shard.size = shard_spec.size;
+    shard.checksum = shard_spec.checksum;
     shards.push_back(std::move(shard));
   }
   auto job = std::make_unique<Job>();

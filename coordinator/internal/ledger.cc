@@ -206,6 +206,7 @@ cs::ShardRecord ShardLedger::ToRecord(const Shard& shard) {
   cs::ShardRecord record;
   record.set_name(shard.name);
   record.set_size(shard.size);
+  record.set_checksum(shard.checksum);
   record.set_committed_offset(shard.committed);
   record.set_consumed_offset(shard.consumed);
   record.set_holder(shard.holder);
@@ -222,6 +223,7 @@ Shard ShardLedger::FromRecord(const cs::ShardRecord& record) {
   Shard shard;
   shard.name = record.name();
   shard.size = record.size();
+  shard.checksum = record.checksum();
   shard.committed = record.committed_offset();
   shard.consumed = record.consumed_offset();
   shard.holder = record.holder();

@@ -33,6 +33,7 @@ struct Progress {
 struct Shard {
   std::string name;
   uint64_t size = 0;
+  uint64_t checksum = 0;  // the manifest's at submit (0: not known)
   uint64_t committed = 0;
   uint64_t consumed = 0;
   std::string holder;  // empty: not leased

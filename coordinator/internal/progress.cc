@@ -22,7 +22,8 @@ absl::StatusOr<ShardLease> AcquireShard(Job& job, absl::string_view worker_id,
   ASSIGN_OR_RETURN(uint32_t index,
                    job.ledger.Acquire(worker->record.worker_id(), rank, job.gen.members_size()));
   const Shard& shard = job.ledger.shards()[index];
-  return ShardLease{index, shard.name, shard.size, shard.consumed, job.ledger.epoch()};
+  return ShardLease{index,          shard.name,         shard.size,
+                    shard.consumed, job.ledger.epoch(), shard.checksum};
 }
 
 absl::StatusOr<ProgressResult> ReportProgress(Job& job, const ProgressReport& report,

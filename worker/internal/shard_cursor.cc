@@ -5,7 +5,9 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
+#include "common/failure.h"
 #include "common/status.h"
 #include "common/tensor_view.h"
 
@@ -68,8 +70,13 @@ ShardCursor::ShardCursor(Session* session, const Dataset* dataset, const v1::Job
 absl::StatusOr<const TokenShard*> ShardCursor::Shard(const std::string& name) {
   auto it = shards_.find(name);
   if (it != shards_.end()) return it->second.get();
-  ASSIGN_OR_RETURN(auto shard, TokenShard::Open(dataset_->dir + "/" + name, dataset_->vocab_size));
-  return (shards_[name] = std::move(shard)).get();
+  auto shard = TokenShard::Open(dataset_->dir + "/" + name, dataset_->vocab_size);
+  if (shard.status().code() == absl::StatusCode::kDataLoss) {
+    // A corrupt shard is not the job's data either; rereading will not help.
+    return WithFailure(shard.status(), Failure::kDatasetChanged);
+  }
+  RETURN_IF_ERROR(shard.status());
+  return (shards_[name] = *std::move(shard)).get();
 }
 
 absl::StatusOr<StepData> ShardCursor::ReadStep(int world_size, uint64_t report_step) {
@@ -115,6 +122,15 @@ absl::Status ShardCursor::Read(int64_t sequences, uint64_t report_step, StepData
         break;
       }
       ASSIGN_OR_RETURN(const TokenShard* shard, Shard(lease->name));
+      if (lease->checksum != 0 && shard->checksum() != lease->checksum) {
+        return WithFailure(
+            absl::DataLossError(absl::StrFormat(
+                "shard %s is not the data job %s was submitted with: its checksum is %016x, "
+                "the job's %016x (the dataset changed after the submit; restore it, or submit "
+                "a new job for the new data)",
+                lease->name, session_->job_id(), shard->checksum(), lease->checksum)),
+            Failure::kDatasetChanged);
+      }
       *cursor = HeldShard{lease->shard, lease->name, lease->size, lease->offset, shard};
     }
     HeldShard& held = **cursor;

@@ -112,6 +112,10 @@ absl::Status StepLoop::Run() {
       session_->StopCancelled();
       continue;
     }
+    if (FailedBecause(stepped, Failure::kDatasetChanged)) {
+      leave_ = true;  // every retry would read the same bytes
+      return stepped;
+    }
     if (FailedBecause(stepped, Failure::kOwnStateNotFinite)) {
       leave_ = true;  // the others regroup without this worker at once
       return stepped;
