@@ -16,6 +16,7 @@
 #include "common/dtype.h"
 #include "common/failure.h"
 #include "common/status.h"
+#include "coordinator/call_auth.h"
 #include "coordinator/in_process_client.h"
 #include "potluck/v1/coordinator.grpc.pb.h"
 
@@ -71,25 +72,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return bytes.str();
 }
 
-// The metadata value of `key`, or "".
-std::string Metadata(const grpc::ServerContextBase* context, const char* key) {
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find(key);
-  if (it == metadata.end()) return "";
-  return std::string(it->second.data(), it->second.size());
-}
-
-// What an outsider may see of a job: no dataset paths, no access settings.
-v1::JobStatus PublicSummary(const v1::JobStatus& job) {
-  v1::JobStatus summary = job;
-  v1::JobSpec spec;
-  spec.set_job_id(job.spec().job_id());
-  spec.set_max_steps(job.spec().max_steps());
-  spec.set_description(job.spec().description());
-  *summary.mutable_spec() = std::move(spec);
-  return summary;
-}
-
 // Sends `bytes` as DataPiece messages of at most `piece_bytes`.
 grpc::Status WritePieces(absl::string_view bytes, int piece_bytes,
                          grpc::ServerWriter<v1::DataPiece>* writer) {
@@ -114,7 +96,7 @@ using ServiceBase =
 class Service final : public ServiceBase {
  public:
   Service(Coordinator* core, const CoordinatorServerOptions& options)
-      : core_(core), piece_bytes_(options.piece_bytes) {}
+      : core_(core), auth_(core), piece_bytes_(options.piece_bytes) {}
 
   void Drain() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
@@ -139,8 +121,9 @@ class Service final : public ServiceBase {
     RETURN_GRPC(CheckVersion(*request));
     auto job = core_->GetJob(request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
-    *response->mutable_job() =
-        AsJoinerOrAdmin(context, request->job_id()).ok() ? *std::move(job) : PublicSummary(*job);
+    *response->mutable_job() = auth_.AsJoinerOrAdmin(context, request->job_id()).ok()
+                                   ? *std::move(job)
+                                   : PublicSummary(*job);
     return grpc::Status::OK;
   }
   grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
@@ -149,7 +132,7 @@ class Service final : public ServiceBase {
     auto jobs = core_->ListJobs();
     if (!jobs.ok()) return ToGrpc(jobs.status());
     for (v1::JobStatus& job : *jobs) {
-      const bool whole = AsJoinerOrAdmin(context, job.spec().job_id()).ok();
+      const bool whole = auth_.AsJoinerOrAdmin(context, job.spec().job_id()).ok();
       *response->add_jobs() = whole ? std::move(job) : PublicSummary(job);
     }
     return grpc::Status::OK;
@@ -240,7 +223,7 @@ class Service final : public ServiceBase {
   grpc::Status ReportFailure(grpc::ServerContext* context, const v1::ReportFailureRequest* request,
                              v1::ReportFailureResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(AsMember(context, request->job_id(), request->reporter()));
+    RETURN_GRPC(auth_.AsMember(context, request->job_id(), request->reporter()));
     auto generation =
         core_->ReportFailure(request->job_id(), request->reporter(), request->failed());
     if (!generation.ok()) return ToGrpc(generation.status());
@@ -281,7 +264,7 @@ class Service final : public ServiceBase {
   grpc::Status ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest* request,
                            v1::ListWorkersResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(AsMemberOrAdmin(context, request->job_id()));
+    RETURN_GRPC(auth_.AsMemberOrAdmin(context, request->job_id()));
     auto workers = core_->ListWorkers(request->job_id());
     if (!workers.ok()) return ToGrpc(workers.status());
     for (const WorkerView& worker : *workers) {
@@ -383,7 +366,7 @@ class Service final : public ServiceBase {
       return ToGrpc(absl::InvalidArgumentError("PutCheckpoint: the first message must be 'begin'"));
     }
     const v1::PutCheckpointRequest::Begin begin = message.begin();
-    RETURN_GRPC(AsMember(context, begin.job_id(), begin.worker_id()));
+    RETURN_GRPC(auth_.AsMember(context, begin.job_id(), begin.worker_id()));
     if (begin.parts() > 0) return PutCheckpointPart(context, reader, begin, response);
     // The checkpoint store takes one writer at a time (for every job): wait
     // for the upload before this one to finish rather than fail. Declared
@@ -415,7 +398,7 @@ class Service final : public ServiceBase {
                                  const v1::GetCheckpointInfoRequest* request,
                                  v1::GetCheckpointInfoResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(AsMemberOrAdmin(context, request->job_id()));
+    RETURN_GRPC(auth_.AsMemberOrAdmin(context, request->job_id()));
     auto reader = request->latest()
                       ? core_->checkpoints()->OpenLatest(request->job_id())
                       : core_->checkpoints()->OpenCheckpoint(request->job_id(), request->step());
@@ -441,7 +424,7 @@ class Service final : public ServiceBase {
                                    const v1::ReadCheckpointChunkRequest* request,
                                    grpc::ServerWriter<v1::DataPiece>* writer) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(AsMemberOrAdmin(context, request->job_id()));
+    RETURN_GRPC(auth_.AsMemberOrAdmin(context, request->job_id()));
     auto reader = core_->checkpoints()->OpenCheckpoint(request->job_id(), request->step());
     if (!reader.ok()) return ToGrpc(reader.status());
     auto chunk = (*reader)->ReadChunk(request->entry(), request->chunk());
@@ -452,7 +435,7 @@ class Service final : public ServiceBase {
                                 const v1::FetchDatasetFileRequest* request,
                                 grpc::ServerWriter<v1::DataPiece>* writer) override {
     RETURN_GRPC(CheckVersion(*request));
-    RETURN_GRPC(AsJoinerOrAdmin(context, request->job_id()));
+    RETURN_GRPC(auth_.AsJoinerOrAdmin(context, request->job_id()));
     auto job = core_->GetJob(request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
     auto bytes = ReadDatasetFile(job->spec(), request->name());
@@ -461,61 +444,11 @@ class Service final : public ServiceBase {
   }
 
  private:
-  // ---- who is calling (docs/security.md's matrix) ----
-
-  // The call speaks for `worker_id` of `job_id`: its metadata names that
-  // worker and carries the member secret of its last Join.
-  absl::Status AsMember(const grpc::ServerContextBase* context, absl::string_view job_id,
-                        absl::string_view worker_id) {
-    const std::string caller = Metadata(context, kWorkerIdMetadata);
-    if (caller.empty()) {
-      return absl::UnauthenticatedError(
-          absl::StrCat("a call as worker ", worker_id, " must carry its member credential (",
-                       kWorkerIdMetadata, " and ", kMemberSecretMetadata, ")"));
-    }
-    if (caller != worker_id) {
-      return absl::PermissionDeniedError(absl::StrCat("the credential of worker ", caller,
-                                                      " cannot speak for worker ", worker_id));
-    }
-    return core_->AuthenticateMember(job_id, worker_id, Metadata(context, kMemberSecretMetadata));
-  }
-  // A member of the job (the worker its metadata names) or the admin.
-  absl::Status AsMemberOrAdmin(const grpc::ServerContextBase* context, absl::string_view job_id) {
-    if (const std::string admin = Metadata(context, kAdminTokenMetadata); !admin.empty()) {
-      return core_->VerifyAdminToken(admin);
-    }
-    const std::string caller = Metadata(context, kWorkerIdMetadata);
-    if (caller.empty()) {
-      return absl::UnauthenticatedError(absl::StrCat(
-          "only members of job ", job_id,
-          " and the admin may make this call: send a member "
-          "credential (",
-          kWorkerIdMetadata, ", ", kMemberSecretMetadata, ") or ", kAdminTokenMetadata));
-    }
-    return core_->AuthenticateMember(job_id, caller, Metadata(context, kMemberSecretMetadata));
-  }
-  // Whoever may join the job: a holder of its join token (anyone, for an
-  // open job), its members and the admin. They may read its whole spec and
-  // its dataset, which a worker fetches before it joins.
-  absl::Status AsJoinerOrAdmin(const grpc::ServerContextBase* context, absl::string_view job_id) {
-    const absl::Status member_or_admin = AsMemberOrAdmin(context, job_id);
-    if (member_or_admin.ok()) return member_or_admin;
-    if (const std::string token = Metadata(context, kJoinTokenMetadata); !token.empty()) {
-      return core_->VerifyToken(job_id, token);
-    }
-    ASSIGN_OR_RETURN(v1::JobStatus job, core_->GetJob(job_id));
-    if (job.spec().access().open()) return absl::OkStatus();
-    return absl::UnauthenticatedError(absl::StrCat("only those who may join job ", job_id,
-                                                   " may read its spec and data: send its join "
-                                                   "token (",
-                                                   kJoinTokenMetadata,
-                                                   "), a member credential or the admin token"));
-  }
   // A worker's own call (its request names the job and the worker).
   template <typename Request>
   absl::Status CheckWorkerCall(const grpc::ServerContextBase* context, const Request& request) {
     RETURN_IF_ERROR(CheckVersion(request));
-    return AsMember(context, request.job_id(), request.worker_id());
+    return auth_.AsMember(context, request.job_id(), request.worker_id());
   }
 
   // A split upload's part: spooled by the core while it streams in (parts
@@ -638,6 +571,7 @@ class Service final : public ServiceBase {
   }
 
   Coordinator* const core_;  // not owned; outlives the server
+  const CallAuth auth_;
   const int piece_bytes_;
   std::atomic<bool> draining_{false};
   absl::Mutex upload_mu_;
