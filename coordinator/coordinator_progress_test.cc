@@ -14,6 +14,7 @@
 
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_test_util.h"
+#include "job/job_spec.h"
 
 namespace potluck {
 namespace {
@@ -48,6 +49,63 @@ TEST_F(CoordinatorTest, ReplayedProgressReportIsAppliedOnce) {
   EXPECT_EQ(Report("a", "r3", 0, 50, 2).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Report("a", "", 0, 70, 2).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Shard(0).consumed_offset, 60u);
+}
+
+// A gpt job, whose ledger is in tokens: context 16, 4 sequences per member
+// and step in a group of two.
+v1::JobSpec TokenSpec() {
+  v1::JobSpec spec = CoordinatorTest::Spec("job-1");
+  v1::GptSpec* gpt = spec.mutable_model()->mutable_gpt();
+  gpt->set_vocab_size(256);
+  gpt->set_context_length(16);
+  gpt->set_layers(1);
+  gpt->set_heads(1);
+  gpt->set_width(8);
+  return spec;
+}
+
+TEST_F(CoordinatorTest, AMemberCannotReportMoreThanOneStepsWorthOfItsShare) {
+  const v1::JobSpec spec = TokenSpec();
+  Submit(spec, {{"s0", 1000}, {"s1", 1000}});
+  Join("job-1", "a");
+  Join("job-1", "b");
+  Form("job-1", {"a", "b"});
+  const uint64_t budget = MaxTokensPerStep(spec, 2);
+  ASSERT_EQ(budget, (4u + 1) * 17);
+  ASSERT_EQ(coordinator_->AcquireShard("job-1", "a")->shard, 0u);
+  ASSERT_TRUE(Report("a", "r1", 0, 64, 1).ok());  // 4 sequences of 16
+
+  // The bricking report: the whole shard consumed at once, without training.
+  auto whole = Report("a", "r2", 0, 1000, 2);
+  EXPECT_EQ(whole.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(whole.status().message(), HasSubstr("more than one step's worth"));
+  EXPECT_EQ(Shard(0).consumed_offset, 64u);  // nothing of it applied
+
+  // Reports of one step add up (a step may finish one shard and read on).
+  ASSERT_TRUE(Report("a", "r3", 0, 64 + 80, 2).ok());
+  EXPECT_EQ(Report("a", "r4", 0, 64 + 80 + budget - 79, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(Report("a", "r5", 0, 64 + 80 + budget - 80, 2).ok());
+  EXPECT_EQ(Shard(0).consumed_offset, 64u + budget);
+}
+
+TEST_F(CoordinatorTest, AStepFurtherAheadOfTheGroupThanAMemberRunsIsRefused) {
+  Start({"a", "b"});
+  ASSERT_EQ(coordinator_->AcquireShard("job-1", "a")->shard, 0u);
+  auto far = Report("a", "r1", 0, 10, 1000000000000000ull);
+  EXPECT_EQ(far.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(far.status().message(), HasSubstr("out of reach"));
+  EXPECT_EQ(coordinator_->EndStep("job-1", "a", 1000000000000000ull).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // b has ended no step: a may run kMaxUnacknowledgedSteps ahead of it (and
+  // be in the next), no further, however often it asks.
+  const uint64_t reach = kMaxUnacknowledgedSteps + 1;
+  EXPECT_TRUE(coordinator_->EndStep("job-1", "a", reach).ok());
+  EXPECT_EQ(coordinator_->EndStep("job-1", "a", reach + 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "b", 1).ok());
+  EXPECT_TRUE(coordinator_->EndStep("job-1", "a", reach + 1).ok());
 }
 
 TEST_F(CoordinatorTest, ProgressForAShardNotHeldIsRefused) {

@@ -18,6 +18,13 @@
 
 namespace potluck {
 
+// How many steps a worker may run past the last step the coordinator
+// acknowledged (its last EndStep): with the coordinator out of reach it
+// trains on that far, then waits. The coordinator refuses a report or a
+// step end further ahead of the group's slowest member than this (plus the
+// step in flight), so no member can claim a step the group never reaches.
+inline constexpr uint64_t kMaxUnacknowledgedSteps = 32;
+
 // One shard of a job's training data; `size` in the dataset's unit (tokens).
 struct ShardSpec {
   std::string name;

@@ -1,7 +1,9 @@
 #include "job/job_spec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -228,6 +230,26 @@ uint64_t FinalStepFor(const v1::JobSpec& spec, uint64_t max_steps) {
 }
 
 uint64_t FinalStep(const v1::JobSpec& spec) { return FinalStepFor(spec, spec.max_steps()); }
+
+int64_t MicroBatchSize(const v1::JobSpec& spec) {
+  return spec.batch().micro_batch_size() > 0 ? spec.batch().micro_batch_size() : 8;
+}
+
+int64_t SequencesPerStep(const v1::JobSpec& spec, int world_size) {
+  const int64_t micro = MicroBatchSize(spec);
+  const int64_t world = std::max(world_size, 1);
+  const int64_t global = spec.batch().global_batch_size();
+  return std::max<int64_t>(1, global / (micro * world)) * micro;
+}
+
+uint64_t MaxTokensPerStep(const v1::JobSpec& spec, int world_size) {
+  if (!spec.model().has_gpt()) return std::numeric_limits<uint64_t>::max();
+  const uint64_t width = uint64_t{spec.model().gpt().context_length()} + 1;
+  const uint64_t inner =
+      spec.mode() == v1::SYNC_MODE_DILOCO ? std::max<uint64_t>(spec.diloco().inner_steps(), 1) : 1;
+  // A finished shard's report jumps to its end, less than one more width.
+  return inner * (static_cast<uint64_t>(SequencesPerStep(spec, world_size)) + 1) * width;
+}
 
 absl::string_view JobStateName(v1::JobState state) {
   switch (state) {

@@ -72,6 +72,20 @@ uint64_t FinalStepFor(const v1::JobSpec& spec, uint64_t max_steps);
 // FinalStepFor(spec, spec.max_steps()).
 uint64_t FinalStep(const v1::JobSpec& spec);
 
+// batch.micro_batch_size, or its default (8).
+int64_t MicroBatchSize(const v1::JobSpec& spec);
+// The sequences one member of a group of `world_size` reads for one
+// (inner) step: the global batch split over the group, in whole
+// micro-batches, at least one.
+int64_t SequencesPerStep(const v1::JobSpec& spec, int world_size);
+// The most tokens of the ledger one member of a group of `world_size` can
+// consume in one coordinator step (a round of inner steps in diloco mode):
+// its sequences, each advancing context_length tokens, plus the tail of a
+// shard it finishes. The coordinator refuses progress beyond it. Only a
+// gpt model reads token sequences: for any other the bound is the largest
+// uint64_t (no worker reads a ledger for them).
+uint64_t MaxTokensPerStep(const v1::JobSpec& spec, int world_size);
+
 // "running", "paused", "cancelled", "finished" (or "unknown"), for messages
 // and the command line.
 absl::string_view JobStateName(v1::JobState state);

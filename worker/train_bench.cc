@@ -17,6 +17,7 @@
 #include "collectives/tcp_communicator.h"
 #include "collectives/tcp_transport.h"
 #include "common/status.h"
+#include "job/job_spec.h"
 #include "worker/compute_threads.h"
 #include "worker/data_feed.h"
 #include "worker/model_io.h"
@@ -89,10 +90,6 @@ absl::StatusOr<std::string> MakeTempDir(const std::string& prefix) {
   return pattern;
 }
 
-int64_t MicroBatch(const v1::JobSpec& job) {
-  return job.batch().micro_batch_size() > 0 ? job.batch().micro_batch_size() : 8;
-}
-
 }  // namespace
 
 absl::Status RunLoopbackGroup(int world_size,
@@ -141,7 +138,7 @@ absl::StatusOr<GroupTrainingResult> RunGroupTraining(const GroupTrainingOptions&
   if (!job.model().has_gpt()) return absl::InvalidArgumentError("group training needs a GPT job");
   ASSIGN_OR_RETURN(TrainingConfig config, TrainingConfigFromJob(job, options.steps));
   const int world = options.world_size;
-  const int64_t micro = MicroBatch(job);
+  const int64_t micro = MicroBatchSize(job);
   const uint32_t context = job.model().gpt().context_length();
 
   std::atomic<uint64_t> bytes{0};
@@ -282,7 +279,7 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(const TrainBenchOptions& options)
   ASSIGN_OR_RETURN(auto potluck_feed, DataFeed::Open(dataset, DataFeed::Split::kTrain, context));
   ASSIGN_OR_RETURN(auto torch_feed, DataFeed::Open(dataset, DataFeed::Split::kTrain, context));
   const int64_t batch_size =
-      job.batch().global_batch_size() > 0 ? job.batch().global_batch_size() : MicroBatch(job);
+      job.batch().global_batch_size() > 0 ? job.batch().global_batch_size() : MicroBatchSize(job);
   const double tokens_per_step = static_cast<double>(batch_size) * context;
 
   // Rounds alternate which loop goes first, so drift in the machine's speed

@@ -58,6 +58,10 @@ struct Worker {
   // rollback, voids every earlier generation's reports.
   absl::flat_hash_map<std::string, RecentReport> recent;
   std::deque<std::string> recent_order;  // oldest first
+  // The tokens this worker's reports consumed in `progress_step` (memory
+  // only, like `recent`): at most MaxTokensPerStep of its share.
+  uint64_t progress_step = 0;
+  uint64_t progress_tokens = 0;
 
   bool alive() const { return record.phase() != cs::WORKER_PHASE_DEAD; }
   bool member() const { return record.phase() == cs::WORKER_PHASE_MEMBER; }

@@ -125,6 +125,7 @@ absl::Status Regroup(Job& job, bool rollback, uint64_t boundary_step, const Call
     for (auto& [id, worker] : job.workers) {
       worker.recent.clear();
       worker.recent_order.clear();
+      worker.progress_tokens = 0;
     }
   } else if (!old.formed()) {  // nobody trained in `old`: start where it would have
     next.set_from_checkpoint(old.from_checkpoint());

@@ -1,13 +1,62 @@
 #include "coordinator/internal/progress.h"
 
+#include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 #include "common/status.h"
 #include "coordinator/internal/membership.h"
+#include "job/job_spec.h"
 
 namespace potluck::coordinator_internal {
+
+namespace {
+
+// kInvalidArgument when `step` is further ahead of the slowest member of
+// the generation than a member may run (kMaxUnacknowledgedSteps).
+absl::Status CheckStepInReach(const Job& job, uint64_t step) {
+  uint64_t slowest = std::numeric_limits<uint64_t>::max();
+  for (const std::string& id : job.gen.members()) {
+    auto it = job.workers.find(id);
+    if (it != job.workers.end() && it->second.member()) {
+      slowest = std::min(slowest, it->second.record.last_ended_step());
+    }
+  }
+  if (slowest == std::numeric_limits<uint64_t>::max()) slowest = job.gen.resume_step();
+  const uint64_t reach = slowest + kMaxUnacknowledgedSteps + 1;
+  if (step > reach) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step ", step, " is out of reach: the group's slowest member ended step ", slowest,
+        ", and no member runs more than ", kMaxUnacknowledgedSteps, " steps ahead of it"));
+  }
+  return absl::OkStatus();
+}
+
+// The tokens `worker` consumed in the report's step with `report` applied;
+// kInvalidArgument when that is more than one step's worth for its share of
+// the group.
+absl::StatusOr<uint64_t> TokensInStepWith(const Job& job, const Worker& worker,
+                                          const ProgressReport& report) {
+  const auto& shards = job.ledger.shards();
+  if (report.shard >= shards.size()) return 0;  // the ledger refuses it by name
+  const uint64_t consumed = shards[report.shard].consumed;
+  const uint64_t advance = report.offset > consumed ? report.offset - consumed : 0;
+  const uint64_t before = worker.progress_step == report.step ? worker.progress_tokens : 0;
+  // A member of an older generation may have read for a smaller group.
+  const int world = report.generation == job.gen.number() ? job.gen.members_size() : 1;
+  const uint64_t budget = MaxTokensPerStep(job.record.spec(), world);
+  if (before + advance > budget) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "progress of ", before + advance, " tokens in step ", report.step, " by worker ",
+        report.worker_id, " is more than one step's worth for its share (", budget,
+        " tokens in a group of ", world, ")"));
+  }
+  return before + advance;
+}
+
+}  // namespace
 
 absl::StatusOr<ShardLease> AcquireShard(Job& job, absl::string_view worker_id,
                                         const CallContext& ctx) {
@@ -63,7 +112,11 @@ absl::StatusOr<ProgressResult> ReportProgress(Job& job, const ProgressReport& re
         "worker ", report.worker_id, " already ended step ", worker->record.last_ended_step(),
         "; progress for step ", report.step, " comes too late"));
   }
+  RETURN_IF_ERROR(CheckStepInReach(job, report.step));
+  ASSIGN_OR_RETURN(const uint64_t tokens_in_step, TokensInStepWith(job, *worker, report));
   RETURN_IF_ERROR(job.ledger.Report(report.shard, report.worker_id, report.offset, report.step));
+  worker->progress_step = report.step;
+  worker->progress_tokens = tokens_in_step;
   worker->recent[report.request_id] = {report.shard, report.offset, report.step};
   worker->recent_order.push_back(report.request_id);
   if (worker->recent_order.size() > kMaxRecentRequests) {
@@ -84,6 +137,7 @@ absl::StatusOr<StepResult> EndStep(Job& job, absl::string_view worker_id, uint64
   // that no longer counts: it learns to regroup, and nothing is recorded.
   const bool rolled_back = worker->record.active_generation() < job.record.rollback_generation();
   if (!rolled_back && step > worker->record.last_ended_step()) {
+    RETURN_IF_ERROR(CheckStepInReach(job, step));
     worker->record.set_last_ended_step(step);
     job.TouchWorker(*worker);
     if (job.gen.formed() && HasJoiners(job)) {

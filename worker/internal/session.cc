@@ -1,5 +1,7 @@
 #include "worker/internal/session.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 #include "common/failure.h"
@@ -148,6 +150,7 @@ absl::StatusOr<GroupView> Session::Rendezvous() {
       clock()->SleepFor(kPoll);
       continue;
     }
+    acknowledged_step_ = r->view.resume_step;
     return r->view;
   }
 }
@@ -188,6 +191,18 @@ absl::Status Session::FlushReports() {
 }
 
 absl::StatusOr<std::optional<StepResult>> Session::EndStep(uint64_t step) {
+  while (true) {
+    ASSIGN_OR_RETURN(std::optional<StepResult> ended, TryEndStep(step));
+    if (ended.has_value() || stop_ || step < acknowledged_step_ + kMaxUnacknowledgedSteps) {
+      return ended;
+    }
+    // As far ahead of what the coordinator acknowledged as a member may run
+    // (it refuses steps beyond): wait for it, within the outage tolerance.
+    clock()->SleepFor(kPoll * 10);
+  }
+}
+
+absl::StatusOr<std::optional<StepResult>> Session::TryEndStep(uint64_t step) {
   while (!pending_.empty()) {
     auto reported = client_->ReportProgress(pending_.front());
     if (reported.ok()) {
@@ -216,6 +231,7 @@ absl::StatusOr<std::optional<StepResult>> Session::EndStep(uint64_t step) {
     absl::MutexLock lock(&mu_);
     coordinator_seen_ = clock()->Now();
   }
+  acknowledged_step_ = std::max(acknowledged_step_, step);
   NoteGeneration(ended->generation);
   return *ended;
 }

@@ -112,7 +112,9 @@ class Session {
   // the coordinator cannot be reached, kAborted (dropped) after a rollback.
   absl::Status FlushReports();
   // Flushes the reports and ends `step`. nullopt: the coordinator could not
-  // be reached but the outage is still tolerated (training goes on).
+  // be reached but the outage is still tolerated (training goes on), for
+  // up to kMaxUnacknowledgedSteps steps past the last one it acknowledged;
+  // then it waits for the coordinator (or the outage tolerance).
   absl::StatusOr<std::optional<StepResult>> EndStep(uint64_t step);
   // kUnavailable once the coordinator has been unreachable for longer than
   // the outage tolerance.
@@ -145,6 +147,8 @@ class Session {
 
  private:
   void Heartbeats(const std::function<void()>& on_group_lost);
+  // One try of EndStep.
+  absl::StatusOr<std::optional<StepResult>> TryEndStep(uint64_t step);
   void Seen(const WorkerStatus& status);
 
   CoordinatorClient* const client_;  // not owned
@@ -166,6 +170,9 @@ class Session {
   std::thread heartbeat_;
 
   std::deque<ProgressReport> pending_;  // training thread only
+  // The step the coordinator last acknowledged (an EndStep it answered, or
+  // the generation's resume step); training thread only.
+  uint64_t acknowledged_step_ = 0;
 };
 
 template <typename Call>

@@ -316,6 +316,40 @@ TEST(Session, OutageToleranceExpiresExactlyAtItsDeadlineAndReportsWaitMeanwhile)
   EXPECT_TRUE(session.CheckOutage().ok());
 }
 
+TEST(Session, WithoutTheCoordinatorAWorkerRunsAtMostTheUnacknowledgedLimitAhead) {
+  SimulatedClock clock;
+  StubClient client(&clock, absl::Seconds(3));
+  Session session(&client, Options(&clock, absl::Seconds(5)));
+  ASSERT_TRUE(session.Join().ok());
+  client.unreachable = true;
+  // Short of the limit, training goes on without the coordinator.
+  for (uint64_t step = 1; step < kMaxUnacknowledgedSteps; ++step) {
+    auto ended = session.EndStep(step);
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    EXPECT_FALSE(ended->has_value()) << "step " << step;
+  }
+  // At the limit it waits for the coordinator (the coordinator refuses
+  // steps further ahead), however much time passes within the tolerance.
+  absl::StatusOr<std::optional<StepResult>> ended;
+  absl::Notification returned;
+  std::thread stepper([&] {
+    ended = session.EndStep(kMaxUnacknowledgedSteps);
+    returned.Notify();
+  });
+  for (int i = 0; i < 20; ++i) {
+    clock.AdvanceBy(absl::Seconds(1));
+    EXPECT_FALSE(returned.WaitForNotificationWithTimeout(absl::Milliseconds(5)))
+        << "returned after " << i + 1 << " s without the coordinator";
+  }
+  client.unreachable = false;
+  while (!returned.WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
+    clock.AdvanceBy(absl::Milliseconds(200));
+  }
+  stepper.join();
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_TRUE(ended->has_value());
+}
+
 TEST(Session, RetryGivesUpAtTheOutageTolerance) {
   SimulatedClock clock;
   StubClient client(&clock, absl::Seconds(3));

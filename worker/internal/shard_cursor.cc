@@ -10,6 +10,7 @@
 #include "common/failure.h"
 #include "common/status.h"
 #include "common/tensor_view.h"
+#include "job/job_spec.h"
 
 namespace potluck {
 namespace worker_internal {
@@ -64,8 +65,7 @@ ShardCursor::ShardCursor(Session* session, const Dataset* dataset, const v1::Job
     : session_(session),
       dataset_(dataset),
       context_(job.model().gpt().context_length()),
-      micro_batch_(job.batch().micro_batch_size() > 0 ? job.batch().micro_batch_size() : 8),
-      global_batch_(job.batch().global_batch_size()) {}
+      job_(job) {}
 
 absl::StatusOr<const TokenShard*> ShardCursor::Shard(const std::string& name) {
   auto it = shards_.find(name);
@@ -80,12 +80,15 @@ absl::StatusOr<const TokenShard*> ShardCursor::Shard(const std::string& name) {
 }
 
 absl::StatusOr<StepData> ShardCursor::ReadStep(int world_size, uint64_t report_step) {
-  const int64_t accumulation = std::max<int64_t>(1, global_batch_ / (micro_batch_ * world_size));
+  // Whole micro-batches (SequencesPerStep, which the coordinator's
+  // plausibility check of progress reports shares).
+  const int64_t micro_batch = MicroBatchSize(job_);
+  const int64_t accumulation = SequencesPerStep(job_, world_size) / micro_batch;
   StepData data;
   data.cursor = held_;
   bool step_done = false;
   for (int64_t i = 0; i < accumulation && !step_done; ++i) {
-    RETURN_IF_ERROR(Read(micro_batch_, report_step, &data, &step_done));
+    RETURN_IF_ERROR(Read(micro_batch, report_step, &data, &step_done));
   }
   return data;
 }

@@ -92,8 +92,7 @@ class ShardCursor {
   Session* const session_;        // not owned
   const Dataset* const dataset_;  // not owned
   const uint32_t context_;
-  const int64_t micro_batch_;
-  const int64_t global_batch_;
+  const v1::JobSpec job_;
   std::map<std::string, std::unique_ptr<TokenShard>> shards_;
   std::optional<HeldShard> held_;
   uint64_t epoch_ = 0;
