@@ -13,7 +13,7 @@ constexpr absl::string_view kPayloadUrl = "type.potluck.dev/potluck.Failure";
 
 bool Known(int value) {
   return value >= static_cast<int>(Failure::kUnspecified) &&
-         value <= static_cast<int>(Failure::kDatasetChanged);
+         value <= static_cast<int>(Failure::kCheckpointUnusable);
 }
 
 }  // namespace
@@ -34,6 +34,8 @@ absl::string_view FailureName(Failure failure) {
       return "job_cancelled";
     case Failure::kDatasetChanged:
       return "dataset_changed";
+    case Failure::kCheckpointUnusable:
+      return "checkpoint_unusable";
   }
   return "unknown";
 }

@@ -40,6 +40,11 @@ enum class Failure : int {
   // submitted with (changed or replaced since). Retrying or regrouping reads
   // the same bytes: the worker stops, naming the shard.
   kDatasetChanged = 6,
+  // kInvalidArgument or kDataLoss from restoring a job's committed
+  // checkpoint: it lacks an entry this model needs, holds one of another
+  // shape, or its trainer state does not parse. Every retry reads the same
+  // checkpoint: the worker stops, naming it.
+  kCheckpointUnusable = 7,
 };
 
 // The name of `failure` ("waiting_for_admission"), for logs and tests.

@@ -3,6 +3,7 @@
 // coordinator keeps.
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -234,6 +235,75 @@ TEST_F(CoordinatorTest, UploadsOverTheCheckpointByteLimitCommitNothing) {
   ASSERT_TRUE((*small)->Append(blob.data(), 40).ok());
   ASSERT_TRUE((*small)->Commit().ok());
   EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+}
+
+// Issue 15: one member's upload in place of the group's checkpoint (one
+// uint8[3] entry; the honest members then could not restore). A whole
+// checkpoint comes from rank 0 alone, and any upload must have the layout
+// of the job's committed checkpoints; nothing of a refused one commits.
+TEST_F(CoordinatorTest, AMemberCannotReplaceTheGroupsCheckpointWithItsOwn) {
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
+  ASSERT_TRUE(Commit("a", 2).ok());  // fixes the layout: "w", float32 [3]
+
+  const absl::Status rank_one = Commit("b", 3);
+  EXPECT_EQ(rank_one.code(), absl::StatusCode::kPermissionDenied) << rank_one;
+  EXPECT_THAT(rank_one.message(), HasSubstr("comes from rank 0"));
+
+  std::vector<uint8_t> junk = {1, 2, 3};
+  const absl::Status garbage = coordinator_->CommitCheckpoint(
+      "job-1", "a", 3, std::vector<TensorToSave>{{"junk", TensorView::Of(junk.data(), 3), {}}});
+  EXPECT_EQ(garbage.code(), absl::StatusCode::kInvalidArgument) << garbage;
+  EXPECT_THAT(garbage.message(), HasSubstr("lacks entry 'w'"));
+
+  std::vector<float> wider = {1, 2, 3, 4};
+  const absl::Status reshaped = coordinator_->CommitCheckpoint(
+      "job-1", "a", 3, std::vector<TensorToSave>{{"w", TensorView::Of(wider.data(), 4), {}}});
+  EXPECT_EQ(reshaped.code(), absl::StatusCode::kInvalidArgument) << reshaped;
+  EXPECT_THAT(reshaped.message(), HasSubstr("is a float32 tensor [4]"));
+
+  auto streamed = coordinator_->BeginCheckpoint("job-1", "a", 3);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  ASSERT_TRUE((*streamed)->BeginEntry("junk", EntryKind::kTensor, DType::kUInt8, {3}).ok());
+  ASSERT_TRUE((*streamed)->Append(junk.data(), junk.size()).ok());
+  EXPECT_EQ((*streamed)->Commit().code(), absl::StatusCode::kInvalidArgument);
+  streamed->reset();
+
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 2u);
+  auto latest = coordinator_->checkpoints()->OpenLatest("job-1");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ((*latest)->info().step, 2u);
+  ASSERT_TRUE(Commit("a", 3).ok());  // the group's own layout still commits
+}
+
+// A split upload is the group's only when its members agree on it: a part
+// that adds a tensor the others do not slice, or a blob from any part but
+// part 0, is refused by name and nothing commits.
+TEST_F(CoordinatorTest, SplitUploadPartsMustAgreeOnEveryEntry) {
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+  auto send_b = [&](const std::string& extra, EntryKind kind) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(auto writer, coordinator_->BeginCheckpointPart("job-1", "b", 2, 1, 2));
+    std::vector<float> values = {5, 6, 7, 8, 9};
+    RETURN_IF_ERROR(writer->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {2, 5}, 5, 5));
+    RETURN_IF_ERROR(writer->Append(values.data(), values.size() * sizeof(float)));
+    RETURN_IF_ERROR(writer->BeginSlice(extra, kind, DType::kUInt8, {3}, 0, 3));
+    RETURN_IF_ERROR(writer->Append("abc", 3));
+    return writer->Finish();
+  };
+  for (const auto& [extra, kind, why] :
+       {std::tuple{"own", EntryKind::kTensor, "every member slices every tensor"},
+        std::tuple{"note", EntryKind::kBlob, "blobs come from part 0 alone"}}) {
+    ASSERT_TRUE(SendPart(coordinator_.get(), "a", 2, 0, 2, 0, 5).ok());
+    auto refused = send_b(extra, kind);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_THAT(refused.status().message(), HasSubstr(why));
+    EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+  }
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 2, 0, 2, 0, 5).ok());
+  auto agreed = SendPart(coordinator_.get(), "b", 2, 1, 2, 5, 5);
+  ASSERT_TRUE(agreed.ok()) << agreed.status();
+  EXPECT_TRUE(*agreed);
 }
 
 TEST_F(CoordinatorTest, SplitUploadPartsOfAnOlderGenerationAreDropped) {

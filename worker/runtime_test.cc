@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 
+#include "common/failure.h"
 #include "coordinator/in_process_client.h"
 #include "data/dataset.h"
 #include "worker/model_io.h"
@@ -216,6 +217,34 @@ class RuntimeTest : public ::testing::Test {
   std::unique_ptr<Coordinator> coordinator_;
   v1::JobSpec job_;
 };
+
+// Issue 15: a committed checkpoint the job's model cannot load (here one
+// member's junk, committed as the job's first checkpoint before anyone
+// else joined). Restoring it fails the same way every time: the worker
+// stops at once, naming the checkpoint, instead of retrying forever.
+TEST_F(RuntimeTest, ACommittedCheckpointThatCannotBeRestoredStopsTheWorkerNamingIt) {
+  ASSERT_TRUE(coordinator_->Join({job_.job_id(), "", "mallory", "127.0.0.1:1"}).ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(coordinator_->Rendezvous(job_.job_id(), "mallory", 1).ok());
+  }
+  ASSERT_TRUE(coordinator_->EndStep(job_.job_id(), "mallory", 4).ok());
+  std::vector<uint8_t> junk = {1, 2, 3};
+  ASSERT_TRUE(coordinator_
+                  ->CommitCheckpoint(job_.job_id(), "mallory", 4,
+                                     std::vector<TensorToSave>{
+                                         {"junk", TensorView::Of(junk.data(), junk.size()), {}}})
+                  .ok());
+  ASSERT_TRUE(coordinator_->Leave(job_.job_id(), "mallory").ok());
+
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  const absl::Time start = absl::Now();
+  const std::vector<absl::Status> results = RunWorkers(1, &workers);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(FailedBecause(results[0], Failure::kCheckpointUnusable)) << results[0];
+  EXPECT_THAT(results[0].message(), ::testing::HasSubstr("committed checkpoint of step 4"));
+  EXPECT_THAT(results[0].message(), ::testing::HasSubstr("no trainer state"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << "retried instead of stopping";
+}
 
 TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOnce) {
   constexpr int kWorkers = 3;

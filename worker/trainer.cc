@@ -248,6 +248,13 @@ class Trainer::Impl {
   }
 
   absl::Status Restore(CheckpointReader* reader) {
+    // What the checkpoint holds is checked before its tensors are read: a
+    // missing or mismatched entry is kInvalidArgument, never a read error.
+    const EntryInfo* state = reader->info().Find(kStateBlob);
+    if (state == nullptr || state->kind != EntryKind::kBlob) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint has no trainer state (blob '", kStateBlob, "')"));
+    }
     ASSIGN_OR_RETURN(std::string blob, reader->ReadBlob(kStateBlob));
     ASSIGN_OR_RETURN(Counters counters, ParseStateBlob(blob));
     for (const TensorToSave& t : StateTensors()) {

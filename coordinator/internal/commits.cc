@@ -19,7 +19,12 @@ absl::StatusOr<PendingCommit> CheckCommit(Job& job, absl::string_view worker_id,
   PendingCommit pending;
   pending.generation = job.gen.number();
   pending.world_size = static_cast<uint32_t>(job.gen.members_size());
-  pending.rank = static_cast<uint32_t>(std::max(RankOf(job, worker_id), 0));
+  const int rank = RankOf(job, worker_id);
+  if (rank < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker_id, " is not in generation ", job.gen.number()));
+  }
+  pending.rank = static_cast<uint32_t>(rank);
   if (job.record.state() == v1::JOB_STATE_CANCELLED) return RequireRunning(job);
   if (job.commit_in_progress) {
     return absl::AbortedError(

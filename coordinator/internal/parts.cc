@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -97,7 +98,46 @@ absl::Status SpooledPart::Close() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Layout> LayoutOfParts(absl::Span<const SpooledPart* const> parts) {
+  Layout layout;
+  // Per entry, the first slice seen and the parts that sliced it.
+  std::map<std::string, std::pair<const SpooledSlice*, std::set<size_t>>> seen;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    for (const SpooledSlice& slice : parts[p]->slices()) {
+      if (slice.kind == EntryKind::kBlob && p != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "entry '", slice.name, "': part ", p, " sends a blob; blobs come from part 0 alone"));
+      }
+      auto [it, first] = seen.try_emplace(slice.name, &slice, std::set<size_t>{});
+      if (first) {
+        layout.push_back({slice.name, slice.kind, slice.dtype, slice.shape});
+      } else {
+        const SpooledSlice& other = *it->second.first;
+        if (other.kind != slice.kind || other.dtype != slice.dtype || other.shape != slice.shape) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("entry '", slice.name, "': part ", *it->second.second.begin(), " sends ",
+                           DTypeName(other.dtype), ShapeString(other.shape), ", part ", p, " ",
+                           DTypeName(slice.dtype), ShapeString(slice.shape)));
+        }
+      }
+      it->second.second.insert(p);
+    }
+  }
+  for (const auto& [name, entry] : seen) {
+    if (entry.first->kind != EntryKind::kTensor || entry.second.size() == parts.size()) continue;
+    for (size_t p = 0; p < parts.size(); ++p) {
+      if (entry.second.count(p) == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry '", name, "': part ", p,
+                         " sends no slice of it; every member slices every tensor"));
+      }
+    }
+  }
+  return layout;
+}
+
 absl::Status JoinParts(absl::Span<const SpooledPart* const> parts, CheckpointWriter* out) {
+  RETURN_IF_ERROR(LayoutOfParts(parts).status());
   struct Piece {
     size_t part;
     const SpooledSlice* slice;
@@ -107,17 +147,7 @@ absl::Status JoinParts(absl::Span<const SpooledPart* const> parts, CheckpointWri
   for (size_t p = 0; p < parts.size(); ++p) {
     for (const SpooledSlice& slice : parts[p]->slices()) {
       std::vector<Piece>& pieces = entries[slice.name];
-      if (pieces.empty()) {
-        order.push_back(slice.name);
-      } else {
-        const SpooledSlice& first = *pieces.front().slice;
-        if (first.kind != slice.kind || first.dtype != slice.dtype || first.shape != slice.shape) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("entry '", slice.name, "': part ", pieces.front().part, " sends ",
-                           DTypeName(first.dtype), ShapeString(first.shape), ", part ", p, " ",
-                           DTypeName(slice.dtype), ShapeString(slice.shape)));
-        }
-      }
+      if (pieces.empty()) order.push_back(slice.name);
       pieces.push_back({p, &slice});
     }
   }

@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 
 #include "checkpoint/checkpoint_store.h"
+#include "coordinator/internal/layout.h"
 
 namespace potluck::coordinator_internal {
 
@@ -63,10 +64,17 @@ class SpooledPart {
   uint64_t slice_left_ = 0;  // bytes the current slice still expects
 };
 
+// The layout of the checkpoint `parts` (one per member, by rank) make up.
+// kInvalidArgument naming the entry unless the members agree on it: every
+// part slices every tensor, with the same kind, dtype and shape, and blobs
+// come from part 0 alone, so no single member adds or drops an entry.
+absl::StatusOr<Layout> LayoutOfParts(absl::Span<const SpooledPart* const> parts);
+
 // Writes every entry the parts hold into `out` (order: first seen, scanning
 // the parts in order), each as its slices in offset order. Nothing is written
 // unless the parts agree on every entry's kind, dtype and shape, and its
-// slices tile it with no gap or overlap: kInvalidArgument names the entry.
+// slices tile it with no gap or overlap (and LayoutOfParts accepts them):
+// kInvalidArgument names the entry.
 absl::Status JoinParts(absl::Span<const SpooledPart* const> parts, CheckpointWriter* out);
 
 }  // namespace potluck::coordinator_internal

@@ -1,5 +1,6 @@
 #include "coordinator/internal/uploads.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -40,9 +41,11 @@ class UploadBudget {
 // coordinator's checks.
 class LedgerCommittingWriter final : public CheckpointWriter {
  public:
-  LedgerCommittingWriter(CommitGate* gate, std::string job_id, std::string worker_id, uint64_t step,
-                         uint64_t max_bytes, std::unique_ptr<CheckpointWriter> inner)
-      : gate_(gate),
+  LedgerCommittingWriter(Uploads* uploads, CommitGate* gate, std::string job_id,
+                         std::string worker_id, uint64_t step, uint64_t max_bytes,
+                         std::unique_ptr<CheckpointWriter> inner)
+      : uploads_(uploads),
+        gate_(gate),
         job_id_(std::move(job_id)),
         worker_id_(std::move(worker_id)),
         step_(step),
@@ -51,6 +54,7 @@ class LedgerCommittingWriter final : public CheckpointWriter {
 
   absl::Status BeginEntry(absl::string_view name, EntryKind kind, DType dtype,
                           std::vector<int64_t> shape) override {
+    layout_.push_back({std::string(name), kind, dtype, shape});
     return inner_->BeginEntry(name, kind, dtype, std::move(shape));
   }
   absl::Status Append(const void* data, size_t size_bytes) override {
@@ -60,13 +64,25 @@ class LedgerCommittingWriter final : public CheckpointWriter {
   absl::Status Commit(absl::Span<const Record> records) override;
 
  private:
-  CommitGate* const gate_;  // not owned; outlives the writer (the store's rule)
+  Uploads* const uploads_;  // not owned; outlives the writer (the store's rule)
+  CommitGate* const gate_;  // not owned; likewise
   const std::string job_id_;
   const std::string worker_id_;
   const uint64_t step_;
   UploadBudget budget_;
+  Layout layout_;  // of the entries begun so far
   std::unique_ptr<CheckpointWriter> inner_;
 };
+
+// kPermissionDenied unless `check`'s worker is rank 0 of its generation:
+// only it uploads a whole checkpoint (members upload parts).
+absl::Status RequireRankZero(const PendingCommit& check, absl::string_view worker_id,
+                             uint64_t step) {
+  if (check.rank == 0) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "worker ", worker_id, " is rank ", check.rank, " of generation ", check.generation,
+      ": a whole checkpoint (step ", step, ") comes from rank 0; members upload parts"));
+}
 
 }  // namespace
 
@@ -78,6 +94,7 @@ absl::Status LedgerCommittingWriter::Commit(absl::Span<const Record> records) {
           absl::StrCat("record key ", record.key, " is reserved for the coordinator"));
     }
   }
+  RETURN_IF_ERROR(uploads_->CheckLayoutOf(job_id_, layout_, step_));
   ASSIGN_OR_RETURN(PendingCommit pending, gate_->PrepareCommit(job_id_, worker_id_, step_, true));
   std::vector<Record> all(records.begin(), records.end());
   all.push_back({LedgerRecordKey(job_id_), pending.snapshot.SerializeAsString()});
@@ -141,6 +158,9 @@ class PartUploadWriter final : public CheckpointPartWriter {
 absl::Status Uploads::Commit(absl::string_view job_id, absl::string_view worker_id, uint64_t step,
                              absl::Span<const TensorToSave> tensors,
                              absl::Span<const BlobToSave> blobs) {
+  ASSIGN_OR_RETURN(PendingCommit check, gate_->PrepareCommit(job_id, worker_id, step, false));
+  RETURN_IF_ERROR(RequireRankZero(check, worker_id, step));
+  RETURN_IF_ERROR(CheckLayoutOf(job_id, LayoutOf(tensors, blobs), step));
   ASSIGN_OR_RETURN(PendingCommit pending, gate_->PrepareCommit(job_id, worker_id, step, true));
   const Record ledger{LedgerRecordKey(job_id), pending.snapshot.SerializeAsString()};
   const absl::Status stored =
@@ -148,13 +168,25 @@ absl::Status Uploads::Commit(absl::string_view job_id, absl::string_view worker_
   return gate_->FinishCommit(job_id, pending, stored);
 }
 
+absl::Status Uploads::CheckLayoutOf(absl::string_view job_id, const Layout& layout, uint64_t step) {
+  std::optional<Layout> committed;
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> latest = store_->OpenLatest(job_id);
+  if (latest.ok()) {
+    committed = LayoutOf((*latest)->info());
+  } else if (latest.status().code() != absl::StatusCode::kNotFound) {
+    return latest.status();
+  }
+  return CheckLayout(layout, committed, step);
+}
+
 absl::StatusOr<std::unique_ptr<CheckpointWriter>> Uploads::Begin(absl::string_view job_id,
                                                                  absl::string_view worker_id,
                                                                  uint64_t step) {
-  RETURN_IF_ERROR(gate_->PrepareCommit(job_id, worker_id, step, false).status());
+  ASSIGN_OR_RETURN(PendingCommit check, gate_->PrepareCommit(job_id, worker_id, step, false));
+  RETURN_IF_ERROR(RequireRankZero(check, worker_id, step));
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> inner, store_->BeginSave(job_id, step));
   return std::make_unique<LedgerCommittingWriter>(
-      gate_, std::string(job_id), std::string(worker_id), step, max_bytes_, std::move(inner));
+      this, gate_, std::string(job_id), std::string(worker_id), step, max_bytes_, std::move(inner));
 }
 
 absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> Uploads::BeginPart(
@@ -208,6 +240,8 @@ absl::StatusOr<bool> Uploads::HandInPart(const std::string& job_id, const std::s
   }
 
   const absl::Status committed = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Layout layout, LayoutOfParts(views));
+    RETURN_IF_ERROR(CheckLayoutOf(job_id, layout, step));
     ASSIGN_OR_RETURN(PendingCommit pending, gate_->PrepareCommit(job_id, worker_id, step, true));
     const absl::Status stored = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::unique_ptr<CheckpointWriter> writer, store_->BeginSave(job_id, step));

@@ -5,6 +5,12 @@
 // batch as the model (commits.h) and counts the upload's bytes against
 // CoordinatorOptions.max_checkpoint_bytes. Private to coordinator/.
 //
+// Who may upload what: a whole checkpoint comes from rank 0 of the
+// generation only, a split one from every member (part = rank), and either
+// must have the layout of the job's committed checkpoints (layout.h); the
+// parts of a split one must agree on it (LayoutOfParts). So one member
+// cannot replace the group's checkpoint with its own.
+//
 // Thread-safety: thread-safe. Writers are used by one thread at a time and
 // must not outlive the Uploads. No lock is held while bytes are written.
 #ifndef POTLUCK_COORDINATOR_INTERNAL_UPLOADS_H_
@@ -25,6 +31,7 @@
 
 #include "checkpoint/checkpoint_store.h"
 #include "coordinator/internal/commits.h"
+#include "coordinator/internal/layout.h"
 #include "coordinator/internal/parts.h"
 
 namespace potluck::coordinator_internal {
@@ -65,6 +72,10 @@ class Uploads {
                                   std::unique_ptr<SpooledPart> spooled);
 
   uint64_t max_bytes() const { return max_bytes_; }
+
+  // kInvalidArgument unless `layout` may be job `job_id`'s checkpoint of
+  // `step`: CheckLayout against its latest committed checkpoint.
+  absl::Status CheckLayoutOf(absl::string_view job_id, const Layout& layout, uint64_t step);
 
  private:
   CommitGate* const gate_;        // not owned

@@ -82,6 +82,10 @@ absl::Status StepLoop::Run() {
       absl::Status formed = FormGroup();
       if (!formed.ok()) {
         if (group_.backend_unusable()) return formed;
+        if (FailedBecause(formed, Failure::kCheckpointUnusable)) {
+          leave_ = true;  // every retry would restore the same checkpoint
+          return formed;
+        }
         if (session_->stopping()) continue;
         if (!IsCommunicationError(formed) && formed.code() != absl::StatusCode::kNotFound) {
           return formed;
@@ -153,7 +157,16 @@ absl::Status StepLoop::FormGroup() {
     session_->DropReports();
     auto reader = session_->client()->OpenCheckpoint(session_->job_id(), view.resume_step);
     if (reader.ok()) {
-      RETURN_IF_ERROR(trainer_->Restore(reader->get()));
+      const absl::Status restored = trainer_->Restore(reader->get());
+      if (restored.code() == absl::StatusCode::kInvalidArgument ||
+          restored.code() == absl::StatusCode::kDataLoss) {
+        return WithFailure(
+            Annotate(restored,
+                     absl::StrCat("job ", session_->job_id(), "'s committed checkpoint of step ",
+                                  view.resume_step, " cannot be restored into this job's model")),
+            Failure::kCheckpointUnusable);
+      }
+      RETURN_IF_ERROR(restored);
     } else if (reader.status().code() == absl::StatusCode::kNotFound && view.resume_step == 0) {
       RETURN_IF_ERROR(FreshModel());
     } else {
