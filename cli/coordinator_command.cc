@@ -162,6 +162,7 @@ absl::Status RunCoordinatorServer(const CoordinatorCommandArgs& args) {
   options.data_dir = args.data_dir;
   options.lease = absl::Seconds(args.lease_seconds);
   options.max_checkpoint_bytes = args.max_checkpoint_bytes;
+  options.max_spool_bytes = args.max_spool_bytes;
   ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator, Coordinator::Open(options));
   RETURN_IF_ERROR(EnsureAdminToken(*coordinator, args.data_dir));
   CoordinatorServerOptions server_options;
@@ -214,6 +215,9 @@ CLI::App* AddCoordinatorCommand(CLI::App* app, int* exit_code) {
   sub->add_option("--max-checkpoint-bytes", args->max_checkpoint_bytes,
                   "Most bytes one checkpoint upload may send (all its parts together)")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--max-spool-bytes", args->max_spool_bytes,
+                  "Most bytes all uploads in progress may hold on disk together (0: no fixed "
+                  "limit; the disk always keeps a reserve for commits)");
   sub->callback([args, exit_code] {
     if (args->tls_cert_file.empty() != args->tls_key_file.empty()) {
       std::cerr << "potluck coordinator: --tls-cert and --tls-key go together\n";

@@ -28,6 +28,7 @@ struct CoordinatorCommandArgs {
   int lease_seconds = 10;
   int max_message_bytes = 8 << 20;
   uint64_t max_checkpoint_bytes = uint64_t{256} << 30;  // one upload, all parts
+  uint64_t max_spool_bytes = 0;  // every upload in progress together; 0: no fixed limit
 };
 
 // Serves until SIGINT or SIGTERM, then drains and shuts down. Prints

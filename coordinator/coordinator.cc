@@ -52,7 +52,7 @@ class Coordinator::Impl final : public ci::CommitGate {
         checkpoints_(std::move(checkpoints)),
         commit_(db_.get()),
         uploads_(this, checkpoints_.get(), options_.data_dir + "/uploads",
-                 options_.max_checkpoint_bytes),
+                 options_.max_checkpoint_bytes, options_.max_spool_bytes),
         tokens_(std::move(tokens)) {}
 
   // Rebuilds the jobs (recovery.h) and waits until the reconciled state is

@@ -64,6 +64,11 @@ struct CoordinatorOptions {
   // parts together). More is kResourceExhausted and commits nothing, so a
   // member cannot fill the coordinator's disk by declaring huge shapes.
   uint64_t max_checkpoint_bytes = uint64_t{256} << 30;
+  // The most bytes every upload being spooled (streaming in, or a part
+  // waiting for the rest of its set) may hold together on disk (0: no fixed
+  // limit); either way the data directory's filesystem keeps a reserve free
+  // for commits. Past it, uploads are kResourceExhausted until others end.
+  uint64_t max_spool_bytes = 0;
   // The job's shards; the default reads spec.dataset.manifest (a dataset
   // directory or its manifest.json) and takes its train shards.
   std::function<absl::StatusOr<std::vector<ShardSpec>>(const v1::JobSpec&)> load_shards;

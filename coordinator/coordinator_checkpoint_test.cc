@@ -15,11 +15,14 @@
 #include "common/status.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_test_util.h"
+#include "coordinator/internal/parts.h"
 #include "coordinator/internal/state.pb.h"
 #include "job/job_spec.h"
 
 namespace potluck {
 namespace {
+
+namespace ci = coordinator_internal;
 
 using ::testing::HasSubstr;
 using CoordinatorTest = testing_util::SingleJobFixture;
@@ -188,6 +191,7 @@ TEST_F(CoordinatorTest, SplitUploadWithAGapOrOverlapCommitsNothing) {
   ASSERT_TRUE(writer.ok());
   EXPECT_EQ((*writer)->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {2, 5}, 8, 3).code(),
             absl::StatusCode::kInvalidArgument);
+  writer->reset();  // abandoned: a member has one upload open at a time
   // Both parts sent again, correctly: committed.
   ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
   auto good = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
@@ -199,8 +203,12 @@ TEST_F(CoordinatorTest, SplitUploadWithAGapOrOverlapCommitsNothing) {
 // Uploads past CoordinatorOptions.max_checkpoint_bytes are refused as the
 // bytes arrive (a whole upload, or one part) or when the last part makes the
 // set too big, and nothing is committed; uploads within it still commit.
+// Entry metadata counts like bytes (SliceMetadataBytes).
 TEST_F(CoordinatorTest, UploadsOverTheCheckpointByteLimitCommitNothing) {
-  max_checkpoint_bytes_ = 40;
+  const uint64_t meta_w = ci::SliceMetadataBytes("w", {2, 5});
+  const uint64_t part_meta = meta_w + ci::SliceMetadataBytes("meta", {8}) + 8;
+  // Part 0 with 6 floats fits, with 10 does not; parts 0 and 1 together do not.
+  max_checkpoint_bytes_ = part_meta + 6 * sizeof(float) + 11;
   Reopen();
   Start({"a", "b"});
   for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
@@ -209,20 +217,22 @@ TEST_F(CoordinatorTest, UploadsOverTheCheckpointByteLimitCommitNothing) {
   auto big = SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 10);
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(big.status().message(), HasSubstr("--max-checkpoint-bytes"));
-  // Two parts within it, together past it (32 + 16 bytes).
+  // Two parts within it, together past it.
   ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 6).ok());
   auto together = SendPart(coordinator_.get(), "b", 3, 1, 2, 6, 4);
   EXPECT_EQ(together.status().code(), absl::StatusCode::kResourceExhausted);
   // A whole upload past it: refused at the byte that crosses it, and after.
   auto writer = coordinator_->BeginCheckpoint("job-1", "a", 3);
   ASSERT_TRUE(writer.ok()) << writer.status();
-  const std::string blob(48, 'x');
-  ASSERT_TRUE((*writer)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {48}).ok());
-  ASSERT_TRUE((*writer)->Append(blob.data(), 30).ok());
-  EXPECT_EQ((*writer)->Append(blob.data() + 30, 18).code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ((*writer)->Append(blob.data() + 30, 1).code(), absl::StatusCode::kResourceExhausted);
+  const uint64_t room = max_checkpoint_bytes_ - ci::SliceMetadataBytes("rng", {1});
+  const std::string blob(room + 10, 'x');
+  const auto size = static_cast<int64_t>(blob.size());
+  ASSERT_TRUE((*writer)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {size}).ok());
+  ASSERT_TRUE((*writer)->Append(blob.data(), room - 5).ok());
+  EXPECT_EQ((*writer)->Append(blob.data(), 15).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*writer)->Append(blob.data(), 1).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ((*writer)->Commit().code(), absl::StatusCode::kResourceExhausted);
-  writer->reset();  // abandoned: the store's save slot is free again
+  writer->reset();  // abandoned: its spool is gone
   EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
   EXPECT_EQ(coordinator_->checkpoints()->OpenLatest("job-1").status().code(),
             absl::StatusCode::kNotFound);
@@ -231,10 +241,65 @@ TEST_F(CoordinatorTest, UploadsOverTheCheckpointByteLimitCommitNothing) {
   // An upload within the limit still commits.
   auto small = coordinator_->BeginCheckpoint("job-1", "a", 3);
   ASSERT_TRUE(small.ok()) << small.status();
-  ASSERT_TRUE((*small)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {40}).ok());
-  ASSERT_TRUE((*small)->Append(blob.data(), 40).ok());
+  const auto fits = static_cast<int64_t>(room);
+  ASSERT_TRUE((*small)->BeginEntry("rng", EntryKind::kBlob, DType::kUInt8, {fits}).ok());
+  ASSERT_TRUE((*small)->Append(blob.data(), room).ok());
   ASSERT_TRUE((*small)->Commit().ok());
   EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 3u);
+}
+
+// Issue 15: what uploads may take of the coordinator. Names count against
+// the byte limit (zero-byte slices with huge names once grew its memory by
+// a GiB), a member has one upload open at a time, and everything spooled
+// together stays under the spool quota (parts held open once filled its
+// disk); an upload that ends gives its room back.
+TEST_F(CoordinatorTest, UploadsTakeBoundedMemoryDiskAndOneSlotPerMember) {
+  max_checkpoint_bytes_ = 1 << 20;
+  max_spool_bytes_ = 3000;
+  Reopen();
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 3).ok());
+
+  auto named = coordinator_->BeginCheckpointPart("job-1", "a", 3, 0, 2);
+  ASSERT_TRUE(named.ok()) << named.status();
+  const std::string huge(7 << 20, 'n');  // past the 1 MiB limit by its name alone
+  const absl::Status over =
+      (*named)->BeginSlice(huge, EntryKind::kTensor, DType::kFloat32, {0}, 0, 0);
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_THAT(over.message(), HasSubstr("--max-checkpoint-bytes"));
+  named->reset();
+  named = coordinator_->BeginCheckpointPart("job-1", "a", 3, 0, 2);
+  ASSERT_TRUE(named.ok()) << named.status();
+  const std::string long_name(ci::kMaxEntryNameBytes + 1, 'n');
+  EXPECT_EQ((*named)->BeginSlice(long_name, EntryKind::kTensor, DType::kFloat32, {0}, 0, 0).code(),
+            absl::StatusCode::kInvalidArgument);
+  // A second upload of the same member while one is open.
+  auto second = coordinator_->BeginCheckpointPart("job-1", "a", 3, 0, 2);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  named->reset();
+
+  // Parts held open: the spool quota is shared by every upload.
+  auto part_a = coordinator_->BeginCheckpointPart("job-1", "a", 3, 0, 2);
+  auto part_b = coordinator_->BeginCheckpointPart("job-1", "b", 3, 1, 2);
+  ASSERT_TRUE(part_a.ok() && part_b.ok());
+  std::vector<float> values(500);
+  ASSERT_TRUE((*part_a)->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {1000}, 0, 500).ok());
+  ASSERT_TRUE((*part_a)->Append(values.data(), 2000).ok());
+  ASSERT_TRUE(
+      (*part_b)->BeginSlice("w", EntryKind::kTensor, DType::kFloat32, {1000}, 500, 500).ok());
+  const absl::Status full = (*part_b)->Append(values.data(), 2000);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(full.message(), HasSubstr("--max-spool-bytes"));
+  part_a->reset();
+  part_b->reset();
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "uploads"));
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 0u);
+
+  // With the room given back, the group's upload commits.
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 3, 0, 2, 0, 5).ok());
+  auto committed = SendPart(coordinator_.get(), "b", 3, 1, 2, 5, 5);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_TRUE(*committed);
 }
 
 // Issue 15: one member's upload in place of the group's checkpoint (one

@@ -64,6 +64,7 @@ class CoordinatorFixture : public ::testing::Test {
     options.restart_grace = absl::Seconds(20);
     options.sync_writes = false;
     if (max_checkpoint_bytes_ > 0) options.max_checkpoint_bytes = max_checkpoint_bytes_;
+    options.max_spool_bytes = max_spool_bytes_;
     options.load_shards = [this](const v1::JobSpec&) -> absl::StatusOr<std::vector<ShardSpec>> {
       return shards_;
     };
@@ -152,6 +153,7 @@ class CoordinatorFixture : public ::testing::Test {
   std::unique_ptr<Coordinator> coordinator_;
   std::string admin_;
   uint64_t max_checkpoint_bytes_ = 0;  // 0: the default; Reopen() applies it
+  uint64_t max_spool_bytes_ = 0;       // likewise
 };
 
 // A CoordinatorFixture with helpers for tests about one job, "job-1". The

@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "coordinator/call_auth.h"
 #include "coordinator/in_process_client.h"
+#include "coordinator/stream_watch.h"
 #include "potluck/v1/coordinator.grpc.pb.h"
 
 namespace potluck {
@@ -96,7 +97,10 @@ using ServiceBase =
 class Service final : public ServiceBase {
  public:
   Service(Coordinator* core, const CoordinatorServerOptions& options)
-      : core_(core), auth_(core), piece_bytes_(options.piece_bytes) {}
+      : core_(core),
+        auth_(core),
+        piece_bytes_(options.piece_bytes),
+        upload_watch_(options.upload_idle_timeout) {}
 
   void Drain() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
@@ -357,8 +361,10 @@ class Service final : public ServiceBase {
   grpc::Status PutCheckpoint(grpc::ServerContext* context,
                              grpc::ServerReader<v1::PutCheckpointRequest>* reader,
                              v1::PutCheckpointResponse* response) override {
+    StreamWatch::Watched watched(&upload_watch_, context);
     v1::PutCheckpointRequest message;
     if (!reader->Read(&message)) {
+      if (watched.timed_out()) return IdleTimeout();
       return ToGrpc(absl::InvalidArgumentError("PutCheckpoint: empty stream"));
     }
     RETURN_GRPC(CheckVersion(message));
@@ -367,16 +373,13 @@ class Service final : public ServiceBase {
     }
     const v1::PutCheckpointRequest::Begin begin = message.begin();
     RETURN_GRPC(auth_.AsMember(context, begin.job_id(), begin.worker_id()));
-    if (begin.parts() > 0) return PutCheckpointPart(context, reader, begin, response);
-    // The checkpoint store takes one writer at a time (for every job): wait
-    // for the upload before this one to finish rather than fail. Declared
-    // before `writer`, so the writer is gone before the slot is released.
-    UploadSlot slot(this, context);
-    if (!slot.acquired()) return SlotTimeout(begin);
+    if (begin.parts() > 0) return PutCheckpointPart(context, reader, begin, watched, response);
+    // Spooled by the core while it streams in; only its commit takes the
+    // upload slot (below).
     auto writer = core_->BeginCheckpoint(begin.job_id(), begin.worker_id(), begin.step());
     if (!writer.ok()) return ToGrpc(writer.status());
     return ReadUpload(
-        reader, begin,
+        reader, begin, watched,
         [&](const v1::PutCheckpointRequest::Entry& entry) {
           return (*writer)->BeginEntry(entry.name(), KindOf(entry),
                                        static_cast<DType>(entry.dtype()), ShapeOf(entry));
@@ -388,6 +391,10 @@ class Service final : public ServiceBase {
             records.push_back(
                 {record.key(), record.erase() ? std::nullopt : std::optional(record.value())});
           }
+          // The checkpoint store takes one commit at a time (for every
+          // job): wait for the one before rather than fail.
+          UploadSlot slot(this, context);
+          if (!slot.acquired()) return SlotTimeout(begin);
           RETURN_GRPC((*writer)->Commit(records));
           response->set_step(begin.step());
           response->set_committed(true);
@@ -457,12 +464,13 @@ class Service final : public ServiceBase {
   grpc::Status PutCheckpointPart(grpc::ServerContext* context,
                                  grpc::ServerReader<v1::PutCheckpointRequest>* reader,
                                  const v1::PutCheckpointRequest::Begin& begin,
+                                 StreamWatch::Watched& watched,
                                  v1::PutCheckpointResponse* response) {
     auto writer = core_->BeginCheckpointPart(begin.job_id(), begin.worker_id(), begin.step(),
                                              begin.part(), begin.parts());
     if (!writer.ok()) return ToGrpc(writer.status());
     return ReadUpload(
-        reader, begin,
+        reader, begin, watched,
         [&](const v1::PutCheckpointRequest::Entry& entry) {
           return (*writer)->BeginSlice(entry.name(), KindOf(entry),
                                        static_cast<DType>(entry.dtype()), ShapeOf(entry),
@@ -488,10 +496,12 @@ class Service final : public ServiceBase {
   // then the commit, whose answer ends the call.
   template <typename OnEntry, typename OnData, typename OnCommit>
   grpc::Status ReadUpload(grpc::ServerReader<v1::PutCheckpointRequest>* reader,
-                          const v1::PutCheckpointRequest::Begin& begin, OnEntry on_entry,
-                          OnData on_data, OnCommit on_commit) {
+                          const v1::PutCheckpointRequest::Begin& begin,
+                          StreamWatch::Watched& watched, OnEntry on_entry, OnData on_data,
+                          OnCommit on_commit) {
     v1::PutCheckpointRequest message;
     while (reader->Read(&message)) {
+      watched.Touch();
       RETURN_GRPC(CheckVersion(message));
       switch (message.part_case()) {
         case v1::PutCheckpointRequest::kEntry:
@@ -508,6 +518,7 @@ class Service final : public ServiceBase {
               "PutCheckpoint: after 'begin' only 'entry', 'data' and 'commit' may follow"));
       }
     }
+    if (watched.timed_out()) return IdleTimeout();
     return StreamEndedEarly(begin);
   }
 
@@ -528,6 +539,14 @@ class Service final : public ServiceBase {
     return ToGrpc(absl::DeadlineExceededError(
         absl::StrCat("PutCheckpoint ", begin.job_id(), "@", begin.step(),
                      ": another checkpoint upload held the store until the deadline")));
+  }
+  // The handler's answer to a stream the watch cancelled (the client sees
+  // only CANCELLED; this is what the server's own log and tests see).
+  grpc::Status IdleTimeout() const {
+    return ToGrpc(
+        absl::DeadlineExceededError(absl::StrCat("PutCheckpoint: the stream sent nothing for ",
+                                                 absl::FormatDuration(upload_watch_.idle_limit()),
+                                                 "; it was ended and nothing of it is kept")));
   }
   static grpc::Status StreamEndedEarly(const v1::PutCheckpointRequest::Begin& begin) {
     return ToGrpc(
@@ -574,6 +593,7 @@ class Service final : public ServiceBase {
   const CallAuth auth_;
   const int piece_bytes_;
   std::atomic<bool> draining_{false};
+  StreamWatch upload_watch_;
   absl::Mutex upload_mu_;
   bool upload_busy_ ABSL_GUARDED_BY(upload_mu_) = false;
 };

@@ -47,6 +47,9 @@ struct CoordinatorServerOptions {
   // ever holds a whole model.
   int max_message_bytes = 8 << 20;
   int piece_bytes = 1 << 20;
+  // A checkpoint upload that sends nothing for this long is ended
+  // (kDeadlineExceeded) and nothing of it is kept.
+  absl::Duration upload_idle_timeout = absl::Seconds(60);
 };
 
 class CoordinatorServer {

@@ -237,6 +237,37 @@ TEST_F(ServiceTest, OversizedRequestIsRefusedAndChangesNothing) {
   EXPECT_EQ(client_->GetJob("job-big").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Issue 15: a stream that sends a valid `begin` and then nothing once held
+// the coordinator's upload slot for as long as its client liked, and every
+// member's checkpoint waited. Now only a commit takes the slot, and a quiet
+// stream is ended after the idle limit, giving back its member's one open
+// upload: the member's next upload commits.
+TEST_F(ServiceTest, AnUploadThatGoesQuietIsEndedAndGivesItsRoomBack) {
+  CoordinatorServerOptions options;
+  options.upload_idle_timeout = absl::Milliseconds(300);
+  StartServer(options);
+  SubmitAndJoin({"a"});
+  FormOverGrpc({"a"});
+  ASSERT_TRUE(client_->EndStep("job-1", "a", 2).ok());
+  auto quiet = client_->BeginCheckpoint("job-1", "a", 1);
+  ASSERT_TRUE(quiet.ok()) << quiet.status();
+  absl::SleepFor(absl::Seconds(1));  // past the idle limit, in real time
+  const float weight = 1;
+  absl::Status status = (*quiet)->BeginEntry("w", EntryKind::kTensor, DType::kFloat32, {1});
+  if (status.ok()) status = (*quiet)->Append(&weight, sizeof(weight));
+  if (status.ok()) status = (*quiet)->Commit();
+  // The server cancelled the call: that is all gRPC lets a client see.
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  quiet->reset();
+
+  auto writer = client_->BeginCheckpoint("job-1", "a", 2);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->BeginEntry("w", EntryKind::kTensor, DType::kFloat32, {1}).ok());
+  ASSERT_TRUE((*writer)->Append(&weight, sizeof(weight)).ok());
+  const absl::Status committed = (*writer)->Commit();
+  EXPECT_TRUE(committed.ok()) << committed;
+}
+
 TEST_F(ServiceTest, MalformedCheckpointStreamIsRefusedAndStoresNothing) {
   SubmitAndJoin({"a"});
   FormOverGrpc({"a"});

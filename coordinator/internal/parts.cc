@@ -38,8 +38,44 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SpooledPart>> SpooledPart::Create(std::string path) {
-  std::unique_ptr<SpooledPart> part(new SpooledPart(std::move(path)));
+absl::Status SpoolQuota::Take(uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (max_bytes_ > 0 && bytes > max_bytes_ - std::min(used_, max_bytes_)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the coordinator's upload spool is full (", used_, " of ", max_bytes_,
+        " bytes, --max-spool-bytes): retry once other uploads are committed or dropped"));
+  }
+  std::error_code error;
+  const std::filesystem::space_info space = std::filesystem::space(dir_, error);
+  if (!error) {
+    const uint64_t reserve = std::min<uint64_t>(uint64_t{1} << 30, space.capacity / 20);
+    if (space.available < reserve || bytes > space.available - reserve) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the coordinator's disk has ", space.available, " bytes free, and keeps ",
+                       reserve, " for commits: an upload of ", bytes, " more is refused"));
+    }
+  }
+  used_ += bytes;
+  return absl::OkStatus();
+}
+
+void SpoolQuota::Give(uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  used_ -= std::min(used_, bytes);
+}
+
+uint64_t SpoolQuota::used() const {
+  absl::MutexLock lock(&mu_);
+  return used_;
+}
+
+uint64_t SliceMetadataBytes(absl::string_view name, const std::vector<int64_t>& shape) {
+  return 64 + name.size() + sizeof(int64_t) * shape.size();
+}
+
+absl::StatusOr<std::unique_ptr<SpooledPart>> SpooledPart::Create(std::string path,
+                                                                 SpoolQuota* quota) {
+  std::unique_ptr<SpooledPart> part(new SpooledPart(std::move(path), quota));
   part->out_.open(part->path_, std::ios::binary | std::ios::trunc);
   if (!part->out_) return ErrnoStatus(errno, absl::StrCat("creating ", part->path_));
   return part;
@@ -49,6 +85,13 @@ SpooledPart::~SpooledPart() {
   out_.close();
   std::error_code ignored;
   std::filesystem::remove(path_, ignored);
+  quota_->Give(charged_);
+}
+
+absl::Status SpooledPart::Charge(uint64_t bytes) {
+  RETURN_IF_ERROR(quota_->Take(bytes));
+  charged_ += bytes;
+  return absl::OkStatus();
 }
 
 absl::Status SpooledPart::CheckSliceComplete() const {
@@ -61,6 +104,18 @@ absl::Status SpooledPart::BeginSlice(absl::string_view name, EntryKind kind, DTy
                                      std::vector<int64_t> shape, uint64_t offset, uint64_t count) {
   RETURN_IF_ERROR(CheckSliceComplete());
   if (name.empty()) return absl::InvalidArgumentError("an entry has an empty name");
+  if (name.size() > kMaxEntryNameBytes || shape.size() > kMaxEntryDims) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("entry '", name.substr(0, 64), "...': names hold at most ", kMaxEntryNameBytes,
+                     " bytes and shapes at most ", kMaxEntryDims, " dimensions"));
+  }
+  const uint64_t metadata = SliceMetadataBytes(name, shape);
+  if (metadata_ + metadata > kMaxPartMetadataBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("an upload part describes at most ",
+                                                     kMaxPartMetadataBytes, " bytes of entries"));
+  }
+  RETURN_IF_ERROR(Charge(metadata));
+  metadata_ += metadata;
   const std::optional<uint64_t> elements = Elements(shape);
   if (!elements.has_value()) {
     return absl::InvalidArgumentError(
@@ -83,6 +138,7 @@ absl::Status SpooledPart::Append(const void* data, size_t size_bytes) {
                      slices_.empty() ? std::string("no entry")
                                      : absl::StrCat("entry '", slices_.back().name, "'s slice")));
   }
+  RETURN_IF_ERROR(Charge(size_bytes));
   out_.write(static_cast<const char*>(data), static_cast<std::streamsize>(size_bytes));
   if (!out_) return ErrnoStatus(errno, absl::StrCat("writing ", path_));
   written_ += size_bytes;

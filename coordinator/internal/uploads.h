@@ -1,9 +1,15 @@
 // Checkpoint uploads: the bytes of a commit, whole from memory (Commit),
-// streamed by one member (Begin), or in parts, one per member (BeginPart:
-// each part spooled to disk, parts.h, joined into one checkpoint when the
-// last one is in). Every form adds the ledger snapshot to the same write
-// batch as the model (commits.h) and counts the upload's bytes against
-// CoordinatorOptions.max_checkpoint_bytes. Private to coordinator/.
+// streamed by one member (Begin), or in parts, one per member (BeginPart).
+// A streamed upload, whole or a part, is spooled to disk as it arrives
+// (parts.h) and takes the checkpoint store only to commit: the whole one at
+// its Commit, a split one when its last part is in. Every form adds the
+// ledger snapshot to the same write batch as the model (commits.h).
+// Private to coordinator/.
+//
+// What an upload may take: its bytes and the metadata of its entries count
+// against CoordinatorOptions.max_checkpoint_bytes, everything spooled
+// together against the spool quota (SpoolQuota), and a member has one
+// streamed upload open at a time.
 //
 // Who may upload what: a whole checkpoint comes from rank 0 of the
 // generation only, a split one from every member (part = rank), and either
@@ -20,7 +26,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -51,8 +59,13 @@ class Uploads {
  public:
   // Not owned: `gate` and `store` outlive this object. Parts are spooled
   // under `spool_dir`.
-  Uploads(CommitGate* gate, CheckpointStore* store, std::string spool_dir, uint64_t max_bytes)
-      : gate_(gate), store_(store), spool_dir_(std::move(spool_dir)), max_bytes_(max_bytes) {}
+  Uploads(CommitGate* gate, CheckpointStore* store, std::string spool_dir, uint64_t max_bytes,
+          uint64_t max_spool_bytes)
+      : gate_(gate),
+        store_(store),
+        spool_dir_(spool_dir),
+        max_bytes_(max_bytes),
+        quota_(std::move(spool_dir), max_spool_bytes) {}
 
   // Coordinator::CommitCheckpoint, BeginCheckpoint and BeginCheckpointPart.
   absl::Status Commit(absl::string_view job_id, absl::string_view worker_id, uint64_t step,
@@ -70,6 +83,12 @@ class Uploads {
   absl::StatusOr<bool> HandInPart(const std::string& job_id, const std::string& worker_id,
                                   uint64_t step, uint32_t part, uint32_t parts,
                                   std::unique_ptr<SpooledPart> spooled);
+  // A whole streamed upload is in (its writer's Commit): commits it.
+  absl::Status CommitWhole(const std::string& job_id, const std::string& worker_id, uint64_t step,
+                           std::unique_ptr<SpooledPart> spooled, absl::Span<const Record> records);
+  // A member's streamed upload ended (its writer is gone).
+  void EndUpload(const std::string& job_id, const std::string& worker_id);
+  const SpoolQuota& quota() const { return quota_; }
 
   uint64_t max_bytes() const { return max_bytes_; }
 
@@ -78,10 +97,21 @@ class Uploads {
   absl::Status CheckLayoutOf(absl::string_view job_id, const Layout& layout, uint64_t step);
 
  private:
+  // Registers a member's streamed upload (kResourceExhausted when it has
+  // one open) and spools it to a new file.
+  absl::StatusOr<std::unique_ptr<SpooledPart>> StartUpload(absl::string_view job_id,
+                                                           absl::string_view worker_id,
+                                                           uint64_t step, uint32_t part);
+  // Stores the checkpoint `parts` make up, with `records` and the ledger's.
+  absl::Status StoreJoined(const std::string& job_id, const std::string& worker_id, uint64_t step,
+                           absl::Span<const SpooledPart* const> parts,
+                           absl::Span<const Record> records);
+
   CommitGate* const gate_;        // not owned
   CheckpointStore* const store_;  // not owned
   const std::string spool_dir_;
   const uint64_t max_bytes_;
+  SpoolQuota quota_;
 
   // Per job, the parts in so far of one (step, generation).
   struct PartSet {
@@ -91,6 +121,7 @@ class Uploads {
   };
   absl::Mutex mu_;
   std::map<std::string, PartSet, std::less<>> part_sets_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<std::string, std::string>> open_uploads_ ABSL_GUARDED_BY(mu_);  // job, worker
   std::atomic<uint64_t> spool_counter_{0};
 };
 
