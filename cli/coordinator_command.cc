@@ -361,6 +361,26 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
     });
   });
 
+  auto worker_id = std::make_shared<std::string>();
+  auto revoke_token = std::make_shared<bool>(false);
+  CLI::App* evict = job_command->add_subcommand(
+      "evict", "Remove a worker from a job now (its group rolls back to the last checkpoint)");
+  AddRemoteFlags(evict, args.get(), /*admin=*/true);
+  evict->add_option("JOB", *job_id, "Job id")->required();
+  evict->add_option("WORKER", *worker_id, "The worker's id (job workers lists them)")->required();
+  evict->add_flag("--revoke-token", *revoke_token,
+                  "Also revoke the join token it joined with (its other workers end too)");
+  evict->callback([args, job_id, worker_id, revoke_token, exit_code] {
+    Run("job evict", exit_code, [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::string token, AdminToken(*args));
+      ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorAdmin> admin, Connect(*args));
+      ASSIGN_OR_RETURN(v1::JobStatus job,
+                       admin->EvictWorker(token, *job_id, *worker_id, *revoke_token));
+      PrintJob(job);
+      return absl::OkStatus();
+    });
+  });
+
   // Offline: the ledger in a stopped coordinator's directory (RocksDB allows
   // one process at a time), for audits such as the chaos suite's
   // exactly-once check.

@@ -66,6 +66,7 @@ const std::map<std::string, std::array<Expect, kRoles>>& Matrix() {
       {"ResumeJob", {U, U, U, U, U, A}},
       {"CancelJob", {U, U, U, U, U, A}},
       {"ExtendJob", {U, U, U, U, U, A}},
+      {"EvictWorker", {U, U, U, U, U, A}},
       {"CreateToken", {U, U, U, U, U, A}},
       {"RevokeToken", {U, U, U, U, U, A}},
       {"Drain", {U, U, U, U, U, A}},

@@ -143,6 +143,18 @@ class Coordinator::Impl final : public ci::CommitGate {
     return tokens_.Revoke(token_or_id);
   }
   absl::StatusOr<WorkerStatus> Join(const JoinRequest& request);
+  absl::StatusOr<v1::JobStatus> EvictWorker(absl::string_view job_id, absl::string_view worker_id,
+                                            bool revoke_token) {
+    return WithJob(job_id,
+                   [&](Job& job, const ci::CallContext& ctx) -> absl::StatusOr<v1::JobStatus> {
+                     ASSIGN_OR_RETURN(std::string token_id, ci::Evict(job, worker_id, ctx));
+                     if (revoke_token && !token_id.empty()) {
+                       mu_.AssertHeld();
+                       RETURN_IF_ERROR(tokens_.Revoke(token_id));
+                     }
+                     return ci::JobStatusOf(job);
+                   });
+  }
   absl::Status AuthenticateMember(absl::string_view job_id, absl::string_view worker_id,
                                   absl::string_view secret) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -191,7 +203,7 @@ class Coordinator::Impl final : public ci::CommitGate {
 
 absl::StatusOr<uint64_t> Coordinator::Impl::Flush(Job& job) {
   bool record_changed = false;
-  std::vector<std::pair<std::string, std::string>> puts = ci::TakeChanges(job, &record_changed);
+  std::vector<ci::StateWrite> puts = ci::TakeChanges(job, &record_changed);
   const bool nothing = puts.empty();
   // Queued in lock order of mu_, so the group commit writes them in the
   // order the state changed.
@@ -268,6 +280,7 @@ absl::StatusOr<WorkerStatus> Coordinator::Impl::Join(const JoinRequest& request)
         if (!job.record.spec().access().open()) {
           mu_.AssertHeld();
           ASSIGN_OR_RETURN(token_id, tokens_.Verify(job.id(), request.token, ctx.now));
+          RETURN_IF_ERROR(ci::CheckTokenCap(job, token_id, worker_id));
         }
         ASSIGN_OR_RETURN(ci::IssuedSecret issued, ci::IssueMemberSecret());
         ASSIGN_OR_RETURN(WorkerStatus status, ci::Join(job, worker_id, request.endpoint, ctx));
@@ -307,6 +320,10 @@ absl::Status Coordinator::Impl::AuthenticateMember(absl::string_view job_id,
     return absl::UnauthenticatedError(
         absl::StrCat("wrong member secret for worker ", worker_id, " of job ", job_id,
                      " (a later Join with this worker id replaces the secret)"));
+  }
+  if (record.evicted()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("worker ", worker_id, " was evicted from job ", job_id, " by its admin"));
   }
   if (!record.token_id().empty() && tokens_.Revoked(record.token_id())) {
     return absl::UnauthenticatedError(absl::StrCat("the join token of worker ", worker_id, " (",
@@ -410,6 +427,13 @@ absl::StatusOr<v1::JobStatus> Coordinator::ExtendJob(absl::string_view admin_tok
   RETURN_IF_ERROR(impl_->VerifyAdmin(admin_token));
   return impl_->WithJob(
       job_id, [&](Job& job, const ci::CallContext&) { return ci::ExtendJob(job, max_steps); });
+}
+absl::StatusOr<v1::JobStatus> Coordinator::EvictWorker(absl::string_view admin_token,
+                                                       absl::string_view job_id,
+                                                       absl::string_view worker_id,
+                                                       bool revoke_token) {
+  RETURN_IF_ERROR(impl_->VerifyAdmin(admin_token));
+  return impl_->EvictWorker(job_id, worker_id, revoke_token);
 }
 absl::StatusOr<std::string> Coordinator::CreateToken(absl::string_view job_id, absl::Duration ttl) {
   return impl_->CreateToken(job_id, ttl);

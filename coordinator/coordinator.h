@@ -97,6 +97,13 @@ class Coordinator {
   // epochs. Admin token required.
   absl::StatusOr<v1::JobStatus> ExtendJob(absl::string_view admin_token, absl::string_view job_id,
                                           uint64_t max_steps);
+  // Removes `worker_id` from the job now (it is counted dead; a member's
+  // group rolls back to the last checkpoint without it). Its credential and
+  // its id stop working (kPermissionDenied); with `revoke_token`, so does
+  // the join token it joined with. kNotFound for an unknown worker. Admin
+  // token required.
+  absl::StatusOr<v1::JobStatus> EvictWorker(absl::string_view admin_token, absl::string_view job_id,
+                                            absl::string_view worker_id, bool revoke_token);
 
   // Tokens (callers of these are trusted: the CLI on the data dir, or the
   // service after VerifyAdminToken). Verification errors are

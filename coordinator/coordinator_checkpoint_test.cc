@@ -428,7 +428,9 @@ TEST_F(CoordinatorTest, ShouldCheckpointFollowsThePolicy) {
 // Concurrent calls wait for a shared synced write (group commit); every one
 // acknowledged is on disk, in order, when the directory is reopened.
 TEST_F(CoordinatorTest, ConcurrentAcknowledgedJoinsAllSurviveAReopen) {
-  Submit(Spec("job-1"), shards_);
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_access()->set_max_workers_per_token(1000);  // one token joins them all
+  Submit(spec, shards_);
   auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
   ASSERT_TRUE(token.ok());
   coordinator_.reset();

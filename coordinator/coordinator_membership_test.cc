@@ -3,12 +3,17 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 #include "common/failure.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_test_util.h"
+#include "coordinator/internal/job_state.h"
 
 namespace potluck {
 namespace {
+
+namespace ci = coordinator_internal;
 
 using ::testing::HasSubstr;
 using State = RendezvousResult::State;
@@ -53,6 +58,11 @@ TEST_F(CoordinatorTest, ExpiryIsEvaluatedByTickWithoutCalls) {
 TEST_F(CoordinatorTest, WorkerThatMissesTheRendezvousIsDropped) {
   Submit(Spec("job-1"), shards_);
   for (const char* worker : {"a", "b", "c"}) Join("job-1", worker);
+  // All three run (they heartbeat), so all are admitted to one generation.
+  for (const char* worker : {"a", "b", "c"}) {
+    ASSERT_TRUE(coordinator_->Heartbeat("job-1", worker).ok());
+  }
+  ASSERT_TRUE(Arrive("job-1", "a").ok());
   const uint64_t generation = CurrentGeneration("job-1");
   for (const char* worker : {"a", "b"}) {
     auto result = coordinator_->Rendezvous("job-1", worker, generation);
@@ -180,8 +190,8 @@ TEST_F(CoordinatorTest, AGroupBelowMinWorkersWaitsForMembersWithoutTimingOut) {
   spec.mutable_access()->set_min_workers(2);
   Submit(spec, shards_);
   Join("job-1", "a");
+  EXPECT_EQ(Arrive("job-1", "a")->state, State::kWaiting);
   uint64_t generation = CurrentGeneration("job-1");
-  EXPECT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kWaiting);
   // Past the rendezvous deadline: a came, so nobody is dropped.
   for (int i = 0; i < 8; ++i) {
     clock_.AdvanceBy(absl::Seconds(5));
@@ -204,11 +214,110 @@ TEST_F(CoordinatorTest, AGroupBelowMinWorkersWaitsForMembersWithoutTimingOut) {
 TEST_F(CoordinatorTest, JoinersDuringAnOpenRendezvousAreFoldedIn) {
   Submit(Spec("job-1"), shards_);
   Join("job-1", "a");
-  const uint64_t generation = CurrentGeneration("job-1");
-  ASSERT_EQ(coordinator_->Rendezvous("job-1", "a", generation)->state, State::kReady);
+  ASSERT_EQ(Arrive("job-1", "a")->state, State::kReady);
   // Formed with a alone; b must wait for a boundary.
   Join("job-1", "b");
   EXPECT_FALSE(coordinator_->Heartbeat("job-1", "b")->member);
+}
+
+// Issue 15: one token holder once joined 3,000 workers in 17 s, and every
+// record was kept; a ghost join (Join, then nothing) every 2.5 s froze the
+// committed step, each ghost admitted and then dropped with a rollback.
+// Now a token has at most access.max_workers_per_token live workers, a
+// joiner is admitted only once it calls again, and dead records are pruned:
+// the group trains on through wave after wave of ghosts.
+TEST_F(CoordinatorTest, GhostJoinsOnOneTokenNeverStallTheGroupNorPileUp) {
+  const GroupView formed = Start({"a", "b"});
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok());
+  uint64_t step = 0;
+  int refused = 0;
+  for (int wave = 0; wave < 20; ++wave) {
+    for (int i = 0; i < 10; ++i) {
+      const std::string ghost = absl::StrCat("ghost-", wave, "-", i);
+      auto joined = coordinator_->Join({"job-1", *token, ghost, ghost + ":1"});
+      if (!joined.ok()) {
+        EXPECT_EQ(joined.status().code(), absl::StatusCode::kResourceExhausted) << joined.status();
+        ++refused;
+      }
+    }
+    // The members train on: no step ends in a regroup for a ghost.
+    for (int s = 0; s < 3; ++s) {
+      ++step;
+      for (const char* member : {"a", "b"}) {
+        auto ended = coordinator_->EndStep("job-1", member, step);
+        ASSERT_TRUE(ended.ok()) << ended.status();
+        EXPECT_FALSE(ended->regroup) << "step " << step;
+        EXPECT_EQ(ended->generation, formed.generation);
+      }
+    }
+    AdvanceWithHeartbeats(absl::Seconds(15), {"a", "b"});  // the ghosts' leases end
+  }
+  EXPECT_EQ(refused, 20 * (10 - static_cast<int>(ci::kDefaultWorkersPerToken)));
+  auto workers = coordinator_->ListWorkers("job-1");
+  ASSERT_TRUE(workers.ok());
+  EXPECT_LE(workers->size(), 2 + ci::kDefaultWorkersPerToken + ci::kMaxDeadWorkers);
+  EXPECT_EQ(Find("job-1", "a").phase, WorkerView::Phase::kMember);
+  EXPECT_EQ(Find("job-1", "b").phase, WorkerView::Phase::kMember);
+  // The pruned records are gone from disk too.
+  Reopen();
+  workers = coordinator_->ListWorkers("job-1");
+  ASSERT_TRUE(workers.ok());
+  EXPECT_LE(workers->size(), 2 + ci::kDefaultWorkersPerToken + ci::kMaxDeadWorkers);
+  EXPECT_EQ(Find("job-1", "a").phase, WorkerView::Phase::kMember);
+}
+
+// Issue 15: the admin removes a member now. Its group rolls back without
+// it, its credential and its id stop working, and with --revoke-token the
+// volunteer cannot come back under a fresh id either.
+TEST_F(CoordinatorTest, AnEvictedWorkerIsGoneAtOnceAndMayNotComeBack) {
+  Submit(Spec("job-1"), shards_);
+  Join("job-1", "a");
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok());
+  auto b = coordinator_->Join({"job-1", *token, "b", "b:1"});
+  ASSERT_TRUE(b.ok()) << b.status();
+  const GroupView first = Form("job-1", {"a", "b"});
+  ASSERT_EQ(first.members.size(), 2u);
+
+  EXPECT_FALSE(coordinator_->EvictWorker("not-the-admin", "job-1", "b", true).ok());
+  EXPECT_EQ(coordinator_->EvictWorker(admin_, "job-1", "nobody", true).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(coordinator_->EvictWorker(admin_, "job-1", "b", /*revoke_token=*/true).ok());
+  EXPECT_EQ(Find("job-1", "b").phase, WorkerView::Phase::kDead);
+  EXPECT_THAT(Find("job-1", "b").dead_reason, HasSubstr("evicted"));
+  const GroupView view = Form("job-1", {"a"});
+  ASSERT_EQ(view.members.size(), 1u);
+  EXPECT_TRUE(view.from_checkpoint);
+
+  const absl::Status own = coordinator_->AuthenticateMember("job-1", "b", b->member_secret);
+  EXPECT_EQ(own.code(), absl::StatusCode::kPermissionDenied) << own;
+  EXPECT_FALSE(coordinator_->Join({"job-1", *token, "b", "b:1"}).ok());
+  auto fresh_token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(fresh_token.ok());
+  EXPECT_EQ(coordinator_->Join({"job-1", *fresh_token, "b", "b:1"}).status().code(),
+            absl::StatusCode::kPermissionDenied);  // the id, whatever the token
+  EXPECT_FALSE(coordinator_->Join({"job-1", *token, "b2", "b2:1"}).ok());  // the token, revoked
+}
+
+TEST_F(CoordinatorTest, AJoinTokenHasAtMostItsCapOfLiveWorkers) {
+  v1::JobSpec spec = Spec("job-1");
+  spec.mutable_access()->set_max_workers_per_token(2);
+  Submit(spec, shards_);
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  auto other = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok() && other.ok());
+  ASSERT_TRUE(coordinator_->Join({"job-1", *token, "a", "a:1"}).ok());
+  ASSERT_TRUE(coordinator_->Join({"job-1", *token, "b", "b:1"}).ok());
+  const absl::Status third = coordinator_->Join({"job-1", *token, "c", "c:1"}).status();
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted) << third;
+  EXPECT_THAT(third.message(), HasSubstr("max_workers_per_token"));
+  // A rejoin under a counted id is no new worker; another token has its own cap.
+  EXPECT_TRUE(coordinator_->Join({"job-1", *token, "b", "b:2"}).ok());
+  EXPECT_TRUE(coordinator_->Join({"job-1", *other, "c", "c:1"}).ok());
+  // Once one of the token's workers leaves, the token may join another.
+  ASSERT_TRUE(coordinator_->Leave("job-1", "a").ok());
+  EXPECT_TRUE(coordinator_->Join({"job-1", *token, "d", "d:1"}).ok());
 }
 
 TEST_F(CoordinatorTest, RejoiningMemberWithItsIdRollsTheGroupBack) {
@@ -217,9 +326,11 @@ TEST_F(CoordinatorTest, RejoiningMemberWithItsIdRollsTheGroupBack) {
   auto rejoined = coordinator_->Join({"job-1", *token, "b", "b:7001"});
   ASSERT_TRUE(rejoined.ok()) << rejoined.status();
   EXPECT_EQ(rejoined->worker_id, "b");
-  EXPECT_TRUE(rejoined->member);  // admitted at once: the group regroups anyway
+  // The group rolls back at once; b is admitted once it calls again (its
+  // Join alone does not prove a running process).
+  EXPECT_FALSE(rejoined->member);
   const GroupView view = Form("job-1", {"a", "b"});
-  EXPECT_EQ(view.generation, first.generation + 1);
+  EXPECT_GT(view.generation, first.generation + 1);
   EXPECT_TRUE(view.from_checkpoint);
   EXPECT_EQ(view.members[1].endpoint, "b:7001");
 }

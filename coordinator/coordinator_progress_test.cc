@@ -304,7 +304,11 @@ TEST_F(CoordinatorTest, EverySampleIsTrainedExactlyOnceAcrossFailures) {
       ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w0", "w1").ok());
       ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w2", "w1").ok());
     }
-    if (step == 8) Join("job-1", "w3");
+    if (step == 8) {
+      Join("job-1", "w3");
+      // Running, it calls again: admissible at the next step boundary.
+      ASSERT_TRUE(coordinator_->Heartbeat("job-1", "w3").ok());
+    }
     if (step == 13) {
       ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w3", "w2").ok());
       ASSERT_TRUE(coordinator_->ReportFailure("job-1", "w0", "w2").ok());

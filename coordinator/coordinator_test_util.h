@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 
 #include "checkpoint/checkpoint_store.h"
 #include "common/clock.h"
+#include "common/failure.h"
 #include "common/tensor_view.h"
 #include "coordinator/coordinator.h"
 
@@ -93,21 +95,53 @@ class CoordinatorFixture : public ::testing::Test {
     EXPECT_EQ(joined->worker_id, worker);
   }
 
-  // Every worker polls Rendezvous for the job's current generation until the
-  // group is formed; returns the view.
+  // Every worker polls Rendezvous, as a worker does (following a newer
+  // generation when told, waiting while not admitted), until the group is
+  // formed with all of them; returns the view.
   GroupView Form(const std::string& job, std::initializer_list<std::string> workers) {
-    const uint64_t generation = CurrentGeneration(job);
-    GroupView view;
-    for (int round = 0; round < 2; ++round) {
-      for (const std::string& worker : workers) {
-        auto result = coordinator_->Rendezvous(job, worker, generation);
-        EXPECT_TRUE(result.ok()) << worker << ": " << result.status();
-        if (!result.ok()) return view;
-        if (result->state == RendezvousResult::State::kReady) view = result->view;
-      }
+    std::map<std::string, uint64_t> generation;
+    for (const std::string& worker : workers) {  // each one runs: it heartbeats
+      auto status = coordinator_->Heartbeat(job, worker);
+      EXPECT_TRUE(status.ok()) << worker << ": " << status.status();
+      generation[worker] = status.ok() ? status->generation : 0;
     }
-    EXPECT_EQ(view.generation, generation) << "the group did not form";
-    return view;
+    for (int round = 0; round < 2 * static_cast<int>(workers.size()) + 4; ++round) {
+      GroupView view;
+      bool formed = true;
+      for (const std::string& worker : workers) {
+        auto result = coordinator_->Rendezvous(job, worker, generation[worker]);
+        if (!result.ok() && FailureOf(result.status()) == Failure::kWaitingForAdmission) {
+          formed = false;
+          continue;
+        }
+        EXPECT_TRUE(result.ok()) << worker << ": " << result.status();
+        if (!result.ok()) return {};
+        if (result->state == RendezvousResult::State::kReady) {
+          view = result->view;
+        } else {
+          formed = false;
+          if (result->state == RendezvousResult::State::kSuperseded) {
+            generation[worker] = result->generation;
+          }
+        }
+      }
+      if (formed) return view;
+    }
+    ADD_FAILURE() << "the group did not form";
+    return {};
+  }
+
+  // `worker` comes to the rendezvous as a worker does: it polls, following
+  // a newer generation while told of one (its first call after Join makes
+  // it admissible, and the generation that admits it is made then).
+  absl::StatusOr<RendezvousResult> Arrive(const std::string& job, const std::string& worker) {
+    uint64_t generation = CurrentGeneration(job);
+    for (int i = 0; i < 8; ++i) {
+      auto result = coordinator_->Rendezvous(job, worker, generation);
+      if (!result.ok() || result->state != RendezvousResult::State::kSuperseded) return result;
+      generation = result->generation;
+    }
+    return absl::DeadlineExceededError("superseded over and over");
   }
 
   uint64_t CurrentGeneration(const std::string& job) {

@@ -610,6 +610,18 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
                      connection_.Call(&Stub::ExtendJob, request, "ExtendJob"));
     return response.job();
   }
+  absl::StatusOr<v1::JobStatus> EvictWorker(absl::string_view admin_token, absl::string_view job_id,
+                                            absl::string_view worker_id,
+                                            bool revoke_token) override {
+    v1::EvictWorkerRequest request;
+    request.set_admin_token(std::string(admin_token));
+    request.set_job_id(std::string(job_id));
+    request.set_worker_id(std::string(worker_id));
+    request.set_revoke_token(revoke_token);
+    ASSIGN_OR_RETURN(v1::JobControlResponse response,
+                     connection_.Call(&Stub::EvictWorker, request, "EvictWorker"));
+    return response.job();
+  }
   absl::StatusOr<std::string> CreateToken(absl::string_view admin_token, absl::string_view job_id,
                                           absl::Duration ttl) override {
     v1::CreateTokenRequest request;

@@ -67,6 +67,10 @@ class CoordinatorAdmin {
                                                   absl::string_view job_id) = 0;
   virtual absl::StatusOr<v1::JobStatus> ExtendJob(absl::string_view admin_token,
                                                   absl::string_view job_id, uint64_t max_steps) = 0;
+  virtual absl::StatusOr<v1::JobStatus> EvictWorker(absl::string_view admin_token,
+                                                    absl::string_view job_id,
+                                                    absl::string_view worker_id,
+                                                    bool revoke_token) = 0;
   virtual absl::StatusOr<std::string> CreateToken(absl::string_view admin_token,
                                                   absl::string_view job_id, absl::Duration ttl) = 0;
   virtual absl::Status RevokeToken(absl::string_view admin_token,

@@ -161,6 +161,15 @@ class Service final : public ServiceBase {
     *response->mutable_job() = *std::move(job);
     return grpc::Status::OK;
   }
+  grpc::Status EvictWorker(grpc::ServerContext*, const v1::EvictWorkerRequest* request,
+                           v1::JobControlResponse* response) override {
+    RETURN_GRPC(CheckVersion(*request));
+    auto job = core_->EvictWorker(request->admin_token(), request->job_id(), request->worker_id(),
+                                  request->revoke_token());
+    if (!job.ok()) return ToGrpc(job.status());
+    *response->mutable_job() = *std::move(job);
+    return grpc::Status::OK;
+  }
   grpc::Status CreateToken(grpc::ServerContext*, const v1::CreateTokenRequest* request,
                            v1::CreateTokenResponse* response) override {
     RETURN_GRPC(CheckVersion(*request));

@@ -223,9 +223,14 @@ class RuntimeTest : public ::testing::Test {
 // else joined). Restoring it fails the same way every time: the worker
 // stops at once, naming the checkpoint, instead of retrying forever.
 TEST_F(RuntimeTest, ACommittedCheckpointThatCannotBeRestoredStopsTheWorkerNamingIt) {
-  ASSERT_TRUE(coordinator_->Join({job_.job_id(), "", "mallory", "127.0.0.1:1"}).ok());
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(coordinator_->Rendezvous(job_.job_id(), "mallory", 1).ok());
+  auto joined = coordinator_->Join({job_.job_id(), "", "mallory", "127.0.0.1:1"});
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  uint64_t generation = joined->generation;
+  for (int i = 0; i < 4; ++i) {  // admitted, then formed alone
+    auto met = coordinator_->Rendezvous(job_.job_id(), "mallory", generation);
+    ASSERT_TRUE(met.ok()) << met.status();
+    if (met->state == RendezvousResult::State::kReady) break;
+    generation = met->generation;
   }
   ASSERT_TRUE(coordinator_->EndStep(job_.job_id(), "mallory", 4).ok());
   std::vector<uint8_t> junk = {1, 2, 3};

@@ -17,7 +17,7 @@ GroupCommit::~GroupCommit() {
   committer_.join();
 }
 
-absl::StatusOr<uint64_t> GroupCommit::Queue(std::vector<std::pair<std::string, std::string>> puts) {
+absl::StatusOr<uint64_t> GroupCommit::Queue(std::vector<StateWrite> puts) {
   absl::MutexLock lock(&mu_);
   if (!error_.ok()) return error_;
   if (puts.empty()) return queued_ticket_;
@@ -59,12 +59,18 @@ void GroupCommit::CommitLoop() {
     };
     mu_.Await(absl::Condition(&work));
     if (queued_puts_.empty()) return;  // stopping, and everything is written
-    std::vector<std::pair<std::string, std::string>> puts;
+    std::vector<StateWrite> puts;
     puts.swap(queued_puts_);
     const uint64_t through = queued_ticket_;
     mu_.Unlock();
     rocksdb::WriteBatch batch;
-    for (const auto& [key, value] : puts) batch.Put(key, value);
+    for (const auto& [key, value] : puts) {
+      if (value.has_value()) {
+        batch.Put(key, *value);
+      } else {
+        batch.Delete(key);
+      }
+    }
     const absl::Status written = db_->Write(&batch);
     mu_.Lock();
     if (written.ok()) {

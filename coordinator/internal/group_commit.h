@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -40,10 +41,9 @@ class GroupCommit {
   GroupCommit(const GroupCommit&) = delete;
   GroupCommit& operator=(const GroupCommit&) = delete;
 
-  // Queues `puts` and returns their ticket (the last ticket if `puts` is
+  // Queues `writes` and returns their ticket (the last ticket if `writes` is
   // empty), or the sticky error of an earlier failed write.
-  absl::StatusOr<uint64_t> Queue(std::vector<std::pair<std::string, std::string>> puts)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<uint64_t> Queue(std::vector<StateWrite> writes) ABSL_LOCKS_EXCLUDED(mu_);
   // Blocks until every write up to `ticket` is durable (or one failed).
   absl::Status AwaitDurable(uint64_t ticket) ABSL_LOCKS_EXCLUDED(mu_);
   // Calls `done` once every write up to `ticket` is durable (or failed):
@@ -58,7 +58,7 @@ class GroupCommit {
 
   StateDb* const db_;  // not owned
   absl::Mutex mu_;
-  std::vector<std::pair<std::string, std::string>> queued_puts_ ABSL_GUARDED_BY(mu_);
+  std::vector<StateWrite> queued_puts_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_ticket_ ABSL_GUARDED_BY(mu_) = 0;   // the last ticket handed out
   uint64_t durable_ticket_ ABSL_GUARDED_BY(mu_) = 0;  // written through here
   absl::CondVar commit_done_;                         // the committer finished a write

@@ -69,8 +69,43 @@ GroupView View(const Job& job) {
   return view;
 }
 
-std::vector<std::pair<std::string, std::string>> TakeChanges(Job& job, bool* record_changed) {
-  std::vector<std::pair<std::string, std::string>> puts;
+namespace {
+
+// Deletes the records of the dead workers that joined longest ago, down to
+// kMaxDeadWorkers; returns their ids.
+std::vector<std::string> PruneDeadWorkers(Job& job) {
+  std::vector<const Worker*> dead;
+  const auto& members = job.gen.members();
+  for (const auto& [id, worker] : job.workers) {
+    // (A generation's member is regrouped away in the call that marks it
+    // dead; should one not be, its record stays while the generation does.)
+    if (!worker.alive() && std::find(members.begin(), members.end(), id) == members.end()) {
+      dead.push_back(&worker);
+    }
+  }
+  if (dead.size() <= kMaxDeadWorkers) return {};
+  std::sort(dead.begin(), dead.end(), [](const Worker* a, const Worker* b) {
+    return a->record.join_seq() < b->record.join_seq();
+  });
+  std::vector<std::string> pruned;
+  for (size_t i = 0; i + kMaxDeadWorkers < dead.size(); ++i) {
+    pruned.push_back(dead[i]->record.worker_id());
+  }
+  for (const std::string& id : pruned) {
+    job.workers.erase(id);
+    job.dirty_workers.erase(id);
+    job.accusations.erase(id);
+  }
+  return pruned;
+}
+
+}  // namespace
+
+std::vector<StateWrite> TakeChanges(Job& job, bool* record_changed) {
+  std::vector<StateWrite> puts;
+  for (const std::string& id : PruneDeadWorkers(job)) {
+    puts.emplace_back(WorkerKey(job.id(), id), std::nullopt);
+  }
   *record_changed = job.dirty;
   if (job.dirty) {
     job.record.set_epoch(job.ledger.epoch());

@@ -25,6 +25,7 @@
 
 #include "coordinator/internal/ledger.h"
 #include "coordinator/internal/state.pb.h"
+#include "coordinator/internal/state_db.h"
 #include "coordinator/types.h"
 
 namespace potluck::coordinator_internal {
@@ -34,6 +35,11 @@ namespace cs = ::potluck::coordinator_state;
 inline constexpr size_t kMaxRecentRequests = 256;
 inline constexpr size_t kSecretBytes = 32;
 inline constexpr size_t kMaxIdBytes = 64;
+// Dead workers' records a job keeps (what `job workers` shows of them).
+inline constexpr size_t kMaxDeadWorkers = 64;
+// Live workers one join token may have in a job when its spec's
+// access.max_workers_per_token is 0.
+inline constexpr uint32_t kDefaultWorkersPerToken = 8;
 
 // What a part needs from the facade for one call: the time it is, and the
 // coordinator's timing options.
@@ -62,6 +68,10 @@ struct Worker {
   // only, like `recent`): at most MaxTokensPerStep of its share.
   uint64_t progress_step = 0;
   uint64_t progress_tokens = 0;
+
+  // A call since its last Join (memory only): a joiner is admitted only
+  // once it is alive this way, so a Join alone never makes a generation.
+  bool called_since_join = false;
 
   bool alive() const { return record.phase() != cs::WORKER_PHASE_DEAD; }
   bool member() const { return record.phase() == cs::WORKER_PHASE_MEMBER; }
@@ -115,8 +125,10 @@ GroupView View(const Job& job);
 
 // The state-database writes for what changed in `job` since the last call,
 // in key order within each kind; clears the marks. `record_changed` says
-// whether the job record and generation are among them.
-std::vector<std::pair<std::string, std::string>> TakeChanges(Job& job, bool* record_changed);
+// whether the job record and generation are among them. Dead workers'
+// records beyond the newest kMaxDeadWorkers (by join order) are deleted
+// here, where no caller holds a reference to one.
+std::vector<StateWrite> TakeChanges(Job& job, bool* record_changed);
 
 }  // namespace potluck::coordinator_internal
 

@@ -77,6 +77,7 @@ absl::StatusOr<Worker*> LiveWorker(Job& job, absl::string_view worker_id, const 
         "worker ", worker_id, " is dead (", worker.record.dead_reason(), "); join again"));
   }
   worker.lease_expiry = ctx.now + ctx.lease;
+  worker.called_since_join = true;
   // Shorter than a restart's grace lease, so it may come first.
   job.next_lease_check = std::min(job.next_lease_check, worker.lease_expiry);
   return &worker;
@@ -100,10 +101,27 @@ void MarkDead(Job& job, Worker& worker, absl::string_view reason) {
   job.TouchWorker(worker);
 }
 
+absl::Status CheckTokenCap(const Job& job, absl::string_view token_id,
+                           absl::string_view worker_id) {
+  const uint32_t configured = job.record.spec().access().max_workers_per_token();
+  const uint32_t cap = configured > 0 ? configured : kDefaultWorkersPerToken;
+  uint32_t live = 0;
+  for (const auto& [id, worker] : job.workers) {
+    if (worker.alive() && id != worker_id && worker.record.token_id() == token_id) ++live;
+  }
+  if (live < cap) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "join token ", token_id, " already has ", live, " live workers in job ", job.id(),
+      ", its cap (access.max_workers_per_token): one must leave or lapse first"));
+}
+
+bool Admissible(const Worker& worker) {
+  return worker.record.phase() == cs::WORKER_PHASE_WAITING && worker.called_since_join;
+}
+
 bool HasJoiners(const Job& job) {
-  return std::any_of(job.workers.begin(), job.workers.end(), [](const auto& entry) {
-    return entry.second.record.phase() == cs::WORKER_PHASE_WAITING;
-  });
+  return std::any_of(job.workers.begin(), job.workers.end(),
+                     [](const auto& entry) { return Admissible(entry.second); });
 }
 
 absl::Status Regroup(Job& job, bool rollback, uint64_t boundary_step, const CallContext& ctx) {
@@ -145,7 +163,7 @@ absl::Status Regroup(Job& job, bool rollback, uint64_t boundary_step, const Call
   }
   std::vector<Worker*> joiners;
   for (auto& [id, worker] : job.workers) {
-    if (worker.record.phase() == cs::WORKER_PHASE_WAITING) joiners.push_back(&worker);
+    if (Admissible(worker)) joiners.push_back(&worker);
   }
   std::sort(joiners.begin(), joiners.end(), [](const Worker* a, const Worker* b) {
     return a->record.join_seq() < b->record.join_seq();
@@ -169,6 +187,11 @@ absl::Status Regroup(Job& job, bool rollback, uint64_t boundary_step, const Call
 absl::StatusOr<WorkerStatus> Join(Job& job, const std::string& worker_id,
                                   const std::string& endpoint, const CallContext& ctx) {
   auto it = job.workers.find(worker_id);
+  if (it != job.workers.end() && it->second.record.evicted()) {
+    return absl::PermissionDeniedError(absl::StrCat("worker ", worker_id, " was evicted from job ",
+                                                    job.id(),
+                                                    " by its admin and may not join again"));
+  }
   const uint32_t max_workers = job.record.spec().access().max_workers();
   if (max_workers > 0 && (it == job.workers.end() || !it->second.alive())) {
     uint32_t live = 0;
@@ -199,14 +222,27 @@ absl::StatusOr<WorkerStatus> Join(Job& job, const std::string& worker_id,
   }
   worker.record.set_endpoint(endpoint);
   worker.lease_expiry = ctx.now + ctx.lease;
+  // Admitted only once it calls again (Rendezvous or Heartbeat): a Join
+  // alone, a process that never comes, makes no generation wait for it.
+  worker.called_since_join = false;
   job.next_lease_check = std::min(job.next_lease_check, worker.lease_expiry);
   job.TouchWorker(worker);
-  if (rollback) {
-    RETURN_IF_ERROR(Regroup(job, /*rollback=*/true, 0, ctx));
-  } else if (job.gen.members_size() == 0 || !job.gen.formed()) {
-    RETURN_IF_ERROR(Regroup(job, /*rollback=*/false, 0, ctx));
-  }
+  if (rollback) RETURN_IF_ERROR(Regroup(job, /*rollback=*/true, 0, ctx));
   return StatusOf(job, worker);
+}
+
+absl::StatusOr<std::string> Evict(Job& job, absl::string_view worker_id, const CallContext& ctx) {
+  auto it = job.workers.find(worker_id);
+  if (it == job.workers.end()) {
+    return absl::NotFoundError(absl::StrCat("worker ", worker_id, " is not in job ", job.id()));
+  }
+  Worker& worker = it->second;
+  const bool was_member = worker.member();
+  if (worker.alive()) MarkDead(job, worker, "evicted by the job's admin");
+  worker.record.set_evicted(true);
+  job.TouchWorker(worker);
+  if (was_member) RETURN_IF_ERROR(Regroup(job, /*rollback=*/true, 0, ctx));
+  return worker.record.token_id();
 }
 
 absl::StatusOr<WorkerStatus> Heartbeat(Job& job, absl::string_view worker_id,

@@ -42,10 +42,22 @@ absl::StatusOr<Worker*> LiveWorker(Job& job, absl::string_view worker_id, const 
 // is kFailedPrecondition with Failure::kWaitingForAdmission.
 absl::StatusOr<Worker*> Member(Job& job, absl::string_view worker_id, const CallContext& ctx);
 void MarkDead(Job& job, Worker& worker, absl::string_view reason);
+// kResourceExhausted when the join token `token_id` already has the most
+// live workers in `job` its access.max_workers_per_token allows (a rejoin
+// of `worker_id` itself does not count twice).
+absl::Status CheckTokenCap(const Job& job, absl::string_view token_id, absl::string_view worker_id);
+// The admin's eviction of `worker_id` (Coordinator::EvictWorker): counted
+// dead and marked evicted, a member's group rolled back without it. Returns
+// the id of the join token it joined with ("" for an open job).
+absl::StatusOr<std::string> Evict(Job& job, absl::string_view worker_id, const CallContext& ctx);
+// Whether a generation may admit `worker`: it waits in the join window and
+// has called since its Join (it is running, not only joined).
+bool Admissible(const Worker& worker);
+// Whether any worker of `job` is Admissible.
 bool HasJoiners(const Job& job);
 
-// Makes the next generation: the live members, then the joiners in join
-// order. A rollback (or a first generation) reverts the ledger to its
+// Makes the next generation: the live members, then the admissible
+// joiners in join order. A rollback (or a first generation) reverts the ledger to its
 // committed state and resumes from the committed step; otherwise the group
 // goes on from `boundary_step`.
 absl::Status Regroup(Job& job, bool rollback, uint64_t boundary_step, const CallContext& ctx);

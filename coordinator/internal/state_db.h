@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -35,6 +36,9 @@ std::string TokenKey(absl::string_view token_id);
 inline constexpr char kSigningKeyKey[] = "key/signing";
 // The CheckpointStore record committed with each checkpoint of the job.
 std::string LedgerRecordKey(absl::string_view job_id);
+
+// One key's write: a value to put, or nullopt to delete the key.
+using StateWrite = std::pair<std::string, std::optional<std::string>>;
 
 class StateDb {
  public:
