@@ -275,7 +275,9 @@ absl::StatusOr<WorkerStatus> Coordinator::Impl::Join(const JoinRequest& request)
   }
   return WithJob(
       request.job_id, [&](Job& job, const ci::CallContext& ctx) -> absl::StatusOr<WorkerStatus> {
-        RETURN_IF_ERROR(ci::RequireRunning(job));
+        // A paused job takes joiners: they wait in the join window, and are
+        // admitted at the first step boundary after it resumes.
+        if (job.record.state() != v1::JOB_STATE_PAUSED) RETURN_IF_ERROR(ci::RequireRunning(job));
         std::string token_id;
         if (!job.record.spec().access().open()) {
           mu_.AssertHeld();

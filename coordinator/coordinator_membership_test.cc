@@ -352,8 +352,6 @@ TEST_F(CoordinatorTest, PausedAndCancelledJobsRefuseWork) {
   ASSERT_TRUE(coordinator_->PauseJob(admin_, "job-1").ok());
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_PAUSED);
   auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
-  EXPECT_EQ(coordinator_->Join({"job-1", *token, "b", "b:1"}).status().code(),
-            absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(coordinator_->Heartbeat("job-1", "a")->job_state, v1::JOB_STATE_PAUSED);
   ASSERT_TRUE(coordinator_->ResumeJob(admin_, "job-1").ok());
   EXPECT_TRUE(coordinator_->AcquireShard("job-1", "a").ok());
@@ -368,6 +366,40 @@ TEST_F(CoordinatorTest, PausedAndCancelledJobsRefuseWork) {
   EXPECT_EQ(coordinator_->Heartbeat("job-1", "a")->job_state, v1::JOB_STATE_CANCELLED);
   Reopen();
   EXPECT_EQ(coordinator_->GetJob("job-1")->state(), v1::JOB_STATE_CANCELLED);
+}
+
+// Issue 16: a volunteer joining a paused job once failed its Join and
+// exited 2. It now waits in the join window while the job is paused, and
+// is admitted at the first step boundary after the resume.
+TEST_F(CoordinatorTest, AJoinerOfAPausedJobWaitsAndIsAdmittedAfterTheResume) {
+  Start({"a"});
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 1).ok());
+  ASSERT_TRUE(coordinator_->PauseJob(admin_, "job-1").ok());
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok());
+  auto joined = coordinator_->Join({"job-1", *token, "b", "b:1"});
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_FALSE(joined->member);
+  EXPECT_EQ(joined->job_state, v1::JOB_STATE_PAUSED);
+  auto ended = coordinator_->EndStep("job-1", "a", 2);  // the pause step
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_TRUE(ended->pause);
+  for (int i = 0; i < 3; ++i) {  // b polls; nobody trains, so it stays out
+    clock_.AdvanceBy(absl::Seconds(2));
+    ASSERT_TRUE(coordinator_->Heartbeat("job-1", "a").ok());
+    const absl::Status waiting =
+        coordinator_->Rendezvous("job-1", "b", CurrentGeneration("job-1")).status();
+    EXPECT_TRUE(FailedBecause(waiting, Failure::kWaitingForAdmission)) << waiting;
+  }
+  ASSERT_TRUE(coordinator_->ResumeJob(admin_, "job-1").ok());
+  for (uint64_t step = 3; step <= 4; ++step) {
+    ended = coordinator_->EndStep("job-1", "a", step);
+    ASSERT_TRUE(ended.ok()) << ended.status();
+  }
+  EXPECT_TRUE(ended->regroup);
+  const GroupView view = Form("job-1", {"a", "b"});
+  ASSERT_EQ(view.members.size(), 2u);
+  EXPECT_EQ(view.members[1].worker_id, "b");
 }
 
 // A pause takes effect at one step every member reaches and none has ended:
