@@ -24,6 +24,45 @@
 
 namespace potluck::testing_util {
 
+// Every worker polls Rendezvous through `client` (the Coordinator, or a
+// CoordinatorClient over gRPC) as a worker does: it heartbeats, follows a
+// newer generation when told of one and waits while not admitted, until
+// the group is formed with all of them; returns the view.
+template <typename Client>
+GroupView FormGroup(Client& client, const std::string& job,
+                    std::initializer_list<std::string> workers) {
+  std::map<std::string, uint64_t> generation;
+  for (const std::string& worker : workers) {
+    auto status = client.Heartbeat(job, worker);
+    EXPECT_TRUE(status.ok()) << worker << ": " << status.status();
+    generation[worker] = status.ok() ? status->generation : 0;
+  }
+  for (int round = 0; round < 2 * static_cast<int>(workers.size()) + 4; ++round) {
+    GroupView view;
+    bool formed = true;
+    for (const std::string& worker : workers) {
+      auto result = client.Rendezvous(job, worker, generation[worker]);
+      if (FailedBecause(result.status(), Failure::kWaitingForAdmission)) {
+        formed = false;
+        continue;
+      }
+      EXPECT_TRUE(result.ok()) << worker << ": " << result.status();
+      if (!result.ok()) return {};
+      if (result->state == RendezvousResult::State::kReady) {
+        view = result->view;
+      } else {
+        formed = false;
+        if (result->state == RendezvousResult::State::kSuperseded) {
+          generation[worker] = result->generation;
+        }
+      }
+    }
+    if (formed) return view;
+  }
+  ADD_FAILURE() << "the group did not form";
+  return {};
+}
+
 class CoordinatorFixture : public ::testing::Test {
  public:
   // A valid spec whose shards come from shards_ (not from its manifest).
@@ -95,40 +134,9 @@ class CoordinatorFixture : public ::testing::Test {
     EXPECT_EQ(joined->worker_id, worker);
   }
 
-  // Every worker polls Rendezvous, as a worker does (following a newer
-  // generation when told, waiting while not admitted), until the group is
-  // formed with all of them; returns the view.
+  // Every worker of `workers` forms the group of `job` (FormGroup).
   GroupView Form(const std::string& job, std::initializer_list<std::string> workers) {
-    std::map<std::string, uint64_t> generation;
-    for (const std::string& worker : workers) {  // each one runs: it heartbeats
-      auto status = coordinator_->Heartbeat(job, worker);
-      EXPECT_TRUE(status.ok()) << worker << ": " << status.status();
-      generation[worker] = status.ok() ? status->generation : 0;
-    }
-    for (int round = 0; round < 2 * static_cast<int>(workers.size()) + 4; ++round) {
-      GroupView view;
-      bool formed = true;
-      for (const std::string& worker : workers) {
-        auto result = coordinator_->Rendezvous(job, worker, generation[worker]);
-        if (!result.ok() && FailureOf(result.status()) == Failure::kWaitingForAdmission) {
-          formed = false;
-          continue;
-        }
-        EXPECT_TRUE(result.ok()) << worker << ": " << result.status();
-        if (!result.ok()) return {};
-        if (result->state == RendezvousResult::State::kReady) {
-          view = result->view;
-        } else {
-          formed = false;
-          if (result->state == RendezvousResult::State::kSuperseded) {
-            generation[worker] = result->generation;
-          }
-        }
-      }
-      if (formed) return view;
-    }
-    ADD_FAILURE() << "the group did not form";
-    return {};
+    return FormGroup(*coordinator_, job, workers);
   }
 
   // `worker` comes to the rendezvous as a worker does: it polls, following

@@ -1,7 +1,6 @@
 // The gRPC edge: every call crosses a real loopback connection, and status
 // codes, streams, bad input and TLS behave as server.h and grpc_client.h say.
 #include <cstdlib>
-#include <map>
 #include <numeric>
 
 #include <grpcpp/generic/generic_stub.h>
@@ -68,39 +67,9 @@ class ServiceTest : public testing_util::CoordinatorFixture {
     }
   }
 
-  // Polls Rendezvous over gRPC as workers do (following a newer generation,
-  // waiting while not admitted) until every worker sees the group formed.
+  // job-1's group of `workers`, formed over gRPC (FormGroup).
   GroupView FormOverGrpc(std::initializer_list<std::string> workers) {
-    std::map<std::string, uint64_t> generation;
-    for (const std::string& worker : workers) {
-      auto status = client_->Heartbeat("job-1", worker);
-      EXPECT_TRUE(status.ok()) << status.status();
-      generation[worker] = status.ok() ? status->generation : 0;
-    }
-    for (int round = 0; round < 2 * static_cast<int>(workers.size()) + 4; ++round) {
-      GroupView view;
-      bool formed = true;
-      for (const std::string& worker : workers) {
-        auto result = client_->Rendezvous("job-1", worker, generation[worker]);
-        if (!result.ok() && FailedBecause(result.status(), Failure::kWaitingForAdmission)) {
-          formed = false;
-          continue;
-        }
-        EXPECT_TRUE(result.ok()) << result.status();
-        if (!result.ok()) return {};
-        if (result->state == RendezvousResult::State::kReady) {
-          view = result->view;
-        } else {
-          formed = false;
-          if (result->state == RendezvousResult::State::kSuperseded) {
-            generation[worker] = result->generation;
-          }
-        }
-      }
-      if (formed) return view;
-    }
-    ADD_FAILURE() << "the group did not form";
-    return {};
+    return testing_util::FormGroup(*client_, "job-1", workers);
   }
 
   std::unique_ptr<CoordinatorServer> server_;
