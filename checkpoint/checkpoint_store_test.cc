@@ -453,6 +453,25 @@ TEST(CheckpointStore, FullDiskFailsTheSaveAndKeepsEarlierCheckpoints) {
   EXPECT_EQ(loaded, Pattern(1 << 18, 8));
 }
 
+// A step has one spelling in a key or a file name: 20 digits, no sign, no
+// space (fuzz/corpus/checkpoint_manifest/regress-step-with-a-space).
+TEST(CheckpointStore, StepsInKeysAndFileNamesHaveOneSpelling) {
+  namespace ci = checkpoint_internal;
+  uint64_t step = 0;
+  std::string job;
+  EXPECT_TRUE(ci::ParseDataFileName(ci::DataFileName(42), &step));
+  EXPECT_EQ(step, 42u);
+  EXPECT_TRUE(ci::ParseJobStepKey(ci::ManifestKey("j/1", 42), ci::kManifestRoot, &job, &step));
+  EXPECT_EQ(job, "j/1");
+  for (const char* spelling : {" 0000000000000000042", "+0000000000000000042",
+                               "0000000000000000042 ", "-0000000000000000042"}) {
+    EXPECT_FALSE(ci::ParseDataFileName(std::string(spelling) + ".chunks", &step)) << spelling;
+    EXPECT_FALSE(
+        ci::ParseJobStepKey(std::string("m/j1/") + spelling, ci::kManifestRoot, &job, &step))
+        << spelling;
+  }
+}
+
 TEST(CheckpointStore, RefusesOtherDatabasesAndNewerFormats) {
   TempDir dir;
   {

@@ -8,7 +8,8 @@ file(GLOB_RECURSE _files
   ${SOURCE_DIR}/data/*.h ${SOURCE_DIR}/data/*.cc ${SOURCE_DIR}/job/*.h ${SOURCE_DIR}/job/*.cc
   ${SOURCE_DIR}/coordinator/*.h ${SOURCE_DIR}/coordinator/*.cc
   ${SOURCE_DIR}/worker/*.h ${SOURCE_DIR}/worker/*.cc
-  ${SOURCE_DIR}/cli/*.h ${SOURCE_DIR}/cli/*.cc ${SOURCE_DIR}/tests/*.h ${SOURCE_DIR}/tests/*.cc)
+  ${SOURCE_DIR}/cli/*.h ${SOURCE_DIR}/cli/*.cc ${SOURCE_DIR}/tests/*.h ${SOURCE_DIR}/tests/*.cc
+  ${SOURCE_DIR}/fuzz/*.h ${SOURCE_DIR}/fuzz/*.cc)
 set(_bad)
 foreach(_file ${_files})
   execute_process(COMMAND ${CLANG_FORMAT} --style=file --dry-run --Werror ${_file}

@@ -149,6 +149,15 @@ TEST_F(DataTest, MalformedManifestIsDataLossNamingTheProblem) {
   EXPECT_NE(loaded.status().message().find("plain name"), absl::string_view::npos)
       << loaded.status();
   EXPECT_EQ(LoadDataset(Path("nothing")).status().code(), absl::StatusCode::kNotFound);
+  // A field of the wrong type is data loss, not an exception out of the JSON
+  // library (fuzz/corpus/dataset/regress-format-is-a-number).
+  for (const char* manifest : {R"({"format": 2})", R"({"format":"potluck-dataset","version":"1"})",
+                               R"({"format":"potluck-dataset","version":1,"token_bytes":-1})",
+                               R"({"format":"potluck-dataset","version":1,"token_bytes":1,
+                                   "vocab_size":4294967552,"train":[],"validation":[]})"}) {
+    std::ofstream(Path("m/manifest.json"), std::ios::trunc) << manifest;
+    EXPECT_EQ(LoadDataset(Path("m")).status().code(), absl::StatusCode::kDataLoss) << manifest;
+  }
 }
 
 }  // namespace

@@ -50,6 +50,18 @@ nlohmann::json ShardsJson(const std::vector<ShardInfo>& shards) {
   return out;
 }
 
+// A manifest field of the wrong type reads as missing: nlohmann's value()
+// would throw out of LoadDataset instead (found by fuzz/dataset_fuzzer.cc).
+std::string StringField(const nlohmann::json& json, const char* key) {
+  const auto it = json.find(key);
+  return it != json.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+uint64_t UnsignedField(const nlohmann::json& json, const char* key) {
+  const auto it = json.find(key);
+  return it != json.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
 absl::StatusOr<std::vector<ShardInfo>> ParseShards(const nlohmann::json& json, const char* field,
                                                    const std::string& where) {
   if (!json.contains(field) || !json[field].is_array()) {
@@ -151,19 +163,22 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& dir) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("no dataset manifest at ", path));
   const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object() || json.value("format", "") != "potluck-dataset") {
+  if (json.is_discarded() || !json.is_object() ||
+      StringField(json, "format") != "potluck-dataset") {
     return absl::DataLossError(absl::StrCat(path, " is not a potluck dataset manifest"));
   }
-  if (json.value("version", 0) != 1) {
+  if (UnsignedField(json, "version") != 1) {
     return absl::DataLossError(absl::StrCat(path, ": unsupported manifest version"));
+  }
+  const uint64_t token_bytes = UnsignedField(json, "token_bytes");
+  const uint64_t vocab_size = UnsignedField(json, "vocab_size");
+  if (token_bytes != 1 || vocab_size == 0 || vocab_size > 256) {
+    return absl::DataLossError(absl::StrCat(path, ": token_bytes/vocab_size out of range"));
   }
   Dataset dataset;
   dataset.dir = dir;
-  dataset.token_bytes = json.value("token_bytes", 0u);
-  dataset.vocab_size = json.value("vocab_size", 0u);
-  if (dataset.token_bytes != 1 || dataset.vocab_size == 0 || dataset.vocab_size > 256) {
-    return absl::DataLossError(absl::StrCat(path, ": token_bytes/vocab_size out of range"));
-  }
+  dataset.token_bytes = static_cast<uint32_t>(token_bytes);
+  dataset.vocab_size = static_cast<uint32_t>(vocab_size);
   ASSIGN_OR_RETURN(dataset.train, ParseShards(json, "train", path));
   ASSIGN_OR_RETURN(dataset.validation, ParseShards(json, "validation", path));
   if (json.contains("sources") && json["sources"].is_array()) {

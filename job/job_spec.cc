@@ -117,7 +117,11 @@ absl::StatusOr<std::string> YamlToJson(absl::string_view yaml) {
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("YAML: a JobSpec must be a mapping");
   ASSIGN_OR_RETURN(nlohmann::json json, ToJson(root, 0));
-  return json.dump();
+  try {
+    return json.dump();
+  } catch (const nlohmann::json::type_error&) {  // found by fuzz/job_spec_fuzzer.cc
+    return absl::InvalidArgumentError("YAML: a string is not valid UTF-8");
+  }
 }
 
 absl::StatusOr<v1::JobSpec> ParseJobSpecJson(absl::string_view json) {

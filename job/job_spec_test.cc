@@ -131,6 +131,10 @@ TEST(JobSpec, YamlScalarsQuotingAndErrorsNameTheLine) {
   EXPECT_THAT(YamlToJson("a: 1\na: 2\n").status().message(),
               HasSubstr("line 2: duplicate key 'a'"));
   EXPECT_THAT(YamlToJson("- 1\n").status().message(), HasSubstr("must be a mapping"));
+  // Bytes that are not UTF-8 are an error, not an exception out of the JSON
+  // writer (fuzz/corpus/job_spec_yaml/regress-not-utf8).
+  EXPECT_THAT(YamlToJson("description: \xdd\xdd\n").status().message(),
+              HasSubstr("not valid UTF-8"));
   // A document nested past any JobSpec's depth is refused, not recursed into.
   EXPECT_THAT(
       YamlToJson("a: " + std::string(100, '[') + std::string(100, ']') + "\n").status().message(),

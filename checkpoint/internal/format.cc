@@ -1,7 +1,9 @@
 #include "checkpoint/internal/format.h"
 
+#include <algorithm>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -14,6 +16,13 @@ namespace potluck::checkpoint_internal {
 namespace {
 
 std::string StepText(uint64_t step) { return absl::StrFormat("%020u", step); }
+
+// SimpleAtoi also takes a sign and surrounding spaces; a step is written as
+// StepText writes it, so every name has one spelling (found by
+// fuzz/checkpoint_manifest_fuzzer.cc).
+bool AllDigits(absl::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return absl::ascii_isdigit(c); });
+}
 
 }  // namespace
 
@@ -40,7 +49,7 @@ std::string DataFileHeader(uint64_t step) {
 bool ParseDataFileName(absl::string_view name, uint64_t* step) {
   constexpr size_t kSuffixBytes = sizeof(kDataSuffix) - 1;
   if (name.size() != 20 + kSuffixBytes || name.substr(20) != kDataSuffix) return false;
-  return absl::SimpleAtoi(name.substr(0, 20), step);
+  return AllDigits(name.substr(0, 20)) && absl::SimpleAtoi(name.substr(0, 20), step);
 }
 
 bool ParseJobStepKey(absl::string_view key, absl::string_view root, std::string* job_id,
@@ -49,7 +58,9 @@ bool ParseJobStepKey(absl::string_view key, absl::string_view root, std::string*
   key.remove_prefix(root.size());
   const size_t slash = key.rfind('/');
   if (slash == absl::string_view::npos || slash == 0 || key.size() - slash - 1 != 20) return false;
-  if (!absl::SimpleAtoi(key.substr(slash + 1), step)) return false;
+  if (!AllDigits(key.substr(slash + 1)) || !absl::SimpleAtoi(key.substr(slash + 1), step)) {
+    return false;
+  }
   *job_id = std::string(key.substr(0, slash));
   return true;
 }
