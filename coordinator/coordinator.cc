@@ -281,7 +281,11 @@ absl::StatusOr<WorkerStatus> Coordinator::Impl::Join(const JoinRequest& request)
         std::string token_id;
         if (!job.record.spec().access().open()) {
           mu_.AssertHeld();
-          ASSIGN_OR_RETURN(token_id, tokens_.Verify(job.id(), request.token, ctx.now));
+          // A member whose lease still runs (a restarted process) may
+          // rejoin on the token it joined with after that token expired:
+          // its lease, not the token's expiry, decides.
+          ASSIGN_OR_RETURN(token_id, tokens_.Verify(job.id(), request.token, ctx.now,
+                                                    ci::LiveMemberTokenId(job, worker_id, ctx)));
           RETURN_IF_ERROR(ci::CheckTokenCap(job, token_id, worker_id));
         }
         ASSIGN_OR_RETURN(ci::IssuedSecret issued, ci::IssueMemberSecret());

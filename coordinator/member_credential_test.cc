@@ -86,6 +86,33 @@ TEST_F(CredentialTest, RevokingTheJoinTokenEndsItsMembersCredentialsOnly) {
   EXPECT_TRUE(coordinator_->AuthenticateMember("job-1", "b", b->member_secret).ok());
 }
 
+// A member restarted within its lease rejoins on the token it joined with
+// even after that token expired; once its lease lapsed, or for anyone else,
+// the expired token admits nobody.
+TEST_F(CredentialTest, ALiveMembersLeaseNotItsTokensExpiryDecidesItsRejoin) {
+  Submit(Spec("job-1"), shards_);
+  auto token = coordinator_->CreateToken("job-1", absl::Minutes(1));
+  auto other = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok() && other.ok());
+  ASSERT_TRUE(coordinator_->Join({"job-1", *token, "a", "a:1"}).ok());
+  ASSERT_TRUE(coordinator_->Join({"job-1", *other, "c", "c:1"}).ok());
+  AdvanceWithHeartbeats(absl::Minutes(2), {"a", "c"});
+
+  auto again = coordinator_->Join({"job-1", *token, "a", "a:2"});
+  EXPECT_TRUE(again.ok()) << again.status();
+  auto stranger = coordinator_->Join({"job-1", *token, "b", "b:1"});
+  EXPECT_EQ(stranger.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(stranger.status().message(), HasSubstr("expired"));
+  // c holds a live lease, but joined with another token.
+  EXPECT_EQ(coordinator_->Join({"job-1", *token, "c", "c:2"}).status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  AdvanceWithHeartbeats(absl::Seconds(30), {"c"});  // a's lease (10 s) lapses
+  auto lapsed = coordinator_->Join({"job-1", *token, "a", "a:3"});
+  EXPECT_EQ(lapsed.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(lapsed.status().message(), HasSubstr("expired"));
+}
+
 // A data directory of the release before credentials: its worker records
 // carry no hash. It opens, and its members are told to join again.
 TEST_F(CredentialTest, AMemberRecordedBeforeCredentialsIsAskedToJoinAgain) {

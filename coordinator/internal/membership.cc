@@ -115,6 +115,14 @@ absl::Status CheckTokenCap(const Job& job, absl::string_view token_id,
       ", its cap (access.max_workers_per_token): one must leave or lapse first"));
 }
 
+std::string LiveMemberTokenId(const Job& job, absl::string_view worker_id, const CallContext& ctx) {
+  const auto it = job.workers.find(worker_id);
+  if (it == job.workers.end() || !it->second.alive() || it->second.lease_expiry <= ctx.now) {
+    return "";
+  }
+  return it->second.record.token_id();
+}
+
 bool Admissible(const Worker& worker) {
   return worker.record.phase() == cs::WORKER_PHASE_WAITING && worker.called_since_join;
 }

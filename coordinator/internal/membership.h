@@ -46,6 +46,9 @@ void MarkDead(Job& job, Worker& worker, absl::string_view reason);
 // live workers in `job` its access.max_workers_per_token allows (a rejoin
 // of `worker_id` itself does not count twice).
 absl::Status CheckTokenCap(const Job& job, absl::string_view token_id, absl::string_view worker_id);
+// The join token id `worker_id` joined with while it is alive (its lease
+// runs), else "": Join waives that token's expiry for it.
+std::string LiveMemberTokenId(const Job& job, absl::string_view worker_id, const CallContext& ctx);
 // The admin's eviction of `worker_id` (Coordinator::EvictWorker): counted
 // dead and marked evicted, a member's group rolled back without it. Returns
 // the id of the join token it joined with ("" for an open job).

@@ -33,9 +33,12 @@ class TokenBook {
   // The token's id if it admits to `job_id` now. kUnauthenticated:
   // malformed, wrong signature, unknown, revoked, expired;
   // kPermissionDenied: a token of another job (or an admin token used to
-  // join, a join token used as admin).
+  // join, a join token used as admin). A token whose id is
+  // `expiry_waived_for` is admitted past its expiry (never when revoked): a
+  // live member rejoining on the token it joined with.
   absl::StatusOr<std::string> Verify(absl::string_view job_id, absl::string_view token,
-                                     absl::Time now) const;
+                                     absl::Time now,
+                                     absl::string_view expiry_waived_for = {}) const;
   // Whether the token with this id was revoked (false for an unknown id).
   bool Revoked(absl::string_view token_id) const;
 
