@@ -404,6 +404,7 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
         for (const ShardView& shard : view.shards) {
           out["shards"].push_back({{"id", shard.id},
                                    {"name", shard.name},
+                                   {"begin", shard.begin},
                                    {"size", shard.size},
                                    {"committed_offset", shard.committed_offset},
                                    {"consumed_offset", shard.consumed_offset}});
@@ -414,9 +415,9 @@ CLI::App* AddJobCommand(CLI::App* app, int* exit_code) {
       std::cout << "job " << *job_id << ": epoch " << view.epoch << ", committed step "
                 << view.committed_step << "\n";
       for (const ShardView& shard : view.shards) {
-        std::cout << "  shard " << shard.id << " " << shard.name << ": committed "
-                  << shard.committed_offset << "/" << shard.size << ", consumed "
-                  << shard.consumed_offset << "\n";
+        std::cout << "  shard " << shard.id << " " << shard.name << "[" << shard.begin << ", "
+                  << shard.begin + shard.size << "): committed " << shard.committed_offset << "/"
+                  << shard.size << ", consumed " << shard.consumed_offset << "\n";
       }
       return absl::OkStatus();
     });

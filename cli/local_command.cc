@@ -99,7 +99,7 @@ absl::StatusOr<Dataset> LocalDataset(const std::string& dir) {
   if (existing.ok()) return existing;
   PrepareOptions prepare;
   prepare.out_dir = dir;
-  prepare.shard_tokens = 16384;  // many shards: every worker leases its own
+  prepare.shard_tokens = 16384;
   return PrepareDataset(prepare);
 }
 

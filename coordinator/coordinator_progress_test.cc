@@ -51,8 +51,9 @@ TEST_F(CoordinatorTest, ReplayedProgressReportIsAppliedOnce) {
   EXPECT_EQ(Shard(0).consumed_offset, 60u);
 }
 
-// A gpt job, whose ledger is in tokens: context 16, 4 sequences per member
-// and step in a group of two.
+// A gpt job, whose ledger is in tokens: context 16, a global batch of 8
+// (2 sequences per member and step in a group of three), ranges of one
+// global batch (8 * 16 + 1 tokens).
 v1::JobSpec TokenSpec() {
   v1::JobSpec spec = CoordinatorTest::Spec("job-1");
   v1::GptSpec* gpt = spec.mutable_model()->mutable_gpt();
@@ -66,27 +67,29 @@ v1::JobSpec TokenSpec() {
 
 TEST_F(CoordinatorTest, AMemberCannotReportMoreThanOneStepsWorthOfItsShare) {
   const v1::JobSpec spec = TokenSpec();
-  Submit(spec, {{"s0", 1000}, {"s1", 1000}});
+  Submit(spec, {{"s0", 1000}});
   Join("job-1", "a");
   Join("job-1", "b");
-  Form("job-1", {"a", "b"});
-  const uint64_t budget = MaxTokensPerStep(spec, 2);
-  ASSERT_EQ(budget, (4u + 1) * 17);
+  Join("job-1", "c");
+  Form("job-1", {"a", "b", "c"});
+  const uint64_t budget = MaxTokensPerStep(spec, 3);
+  ASSERT_EQ(budget, (2u + 1) * 17);
+  ASSERT_EQ(Shard(0).size, 129u);
   ASSERT_EQ(coordinator_->AcquireShard("job-1", "a")->shard, 0u);
-  ASSERT_TRUE(Report("a", "r1", 0, 64, 1).ok());  // 4 sequences of 16
+  ASSERT_TRUE(Report("a", "r1", 0, 32, 1).ok());  // 2 sequences of 16
 
-  // The bricking report: the whole shard consumed at once, without training.
-  auto whole = Report("a", "r2", 0, 1000, 2);
+  // The bricking report: the whole range consumed at once, without training.
+  auto whole = Report("a", "r2", 0, 129, 2);
   EXPECT_EQ(whole.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(whole.status().message(), HasSubstr("more than one step's worth"));
-  EXPECT_EQ(Shard(0).consumed_offset, 64u);  // nothing of it applied
+  EXPECT_EQ(Shard(0).consumed_offset, 32u);  // nothing of it applied
 
-  // Reports of one step add up (a step may finish one shard and read on).
-  ASSERT_TRUE(Report("a", "r3", 0, 64 + 80, 2).ok());
-  EXPECT_EQ(Report("a", "r4", 0, 64 + 80 + budget - 79, 2).status().code(),
+  // Reports of one step add up (a step may finish one range and read on).
+  ASSERT_TRUE(Report("a", "r3", 0, 32 + 40, 2).ok());
+  EXPECT_EQ(Report("a", "r4", 0, 32 + budget + 1, 2).status().code(),
             absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(Report("a", "r5", 0, 64 + 80 + budget - 80, 2).ok());
-  EXPECT_EQ(Shard(0).consumed_offset, 64u + budget);
+  ASSERT_TRUE(Report("a", "r5", 0, 32 + budget, 2).ok());
+  EXPECT_EQ(Shard(0).consumed_offset, 32u + budget);
 }
 
 TEST_F(CoordinatorTest, AStepFurtherAheadOfTheGroupThanAMemberRunsIsRefused) {

@@ -484,8 +484,8 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
     ASSIGN_OR_RETURN(
         v1::AcquireShardResponse response,
         connection_.Call(&Stub::AcquireShard, Worker(job_id, worker_id), "AcquireShard"));
-    return ShardLease{response.shard(),  response.name(),  response.size(),
-                      response.offset(), response.epoch(), response.checksum()};
+    return ShardLease{response.shard(), response.name(),     response.size(), response.offset(),
+                      response.epoch(), response.checksum(), response.begin()};
   }
   absl::StatusOr<ProgressResult> ReportProgress(const ProgressReport& report) override {
     v1::ReportProgressRequest request;

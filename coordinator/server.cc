@@ -319,6 +319,7 @@ class Service final : public ServiceBase {
                                  response->set_name(lease->name);
                                  response->set_size(lease->size);
                                  response->set_offset(lease->offset);
+                                 response->set_begin(lease->begin);
                                  response->set_epoch(lease->epoch);
                                  response->set_checksum(lease->checksum);
                                }

@@ -2,6 +2,7 @@
 // the dataset's manifest.
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -65,6 +66,38 @@ TEST_F(SubmitJobTest, ADatasetSmallerThanOneGlobalBatchIsRefused) {
   EXPECT_THAT(submitted.status().message(),
               HasSubstr("holds 2 sequences of context_length 8, fewer than one global batch"));
   EXPECT_TRUE(coordinator_->ListJobs()->empty());
+}
+
+// Issue 16: a dataset of one file still gives every member of a group its
+// own data. The ledger leases ranges of one global batch of sequences
+// (8 * 32 + 1 tokens here), the file's remainder in its last range.
+TEST_F(SubmitJobTest, AFileIsLeasedInRangesSoEveryMemberOfAGroupHasData) {
+  shards_ = {{"train-00000.tok", 3000, 77}};
+  ASSERT_TRUE(coordinator_->SubmitJob(admin_, GptSpec("job-1")).ok());
+  auto ledger = coordinator_->GetLedger("job-1");
+  ASSERT_TRUE(ledger.ok()) << ledger.status();
+  ASSERT_EQ(ledger->shards.size(), 11u);  // 3000 / 257
+  uint64_t next = 0;
+  for (const ShardView& shard : ledger->shards) {
+    EXPECT_EQ(shard.name, "train-00000.tok");
+    EXPECT_EQ(shard.begin, next);
+    EXPECT_EQ(shard.size, shard.id + 1 < 11 ? 257u : 3000u - 10 * 257);
+    next += shard.size;
+  }
+  EXPECT_EQ(next, 3000u);
+
+  for (const char* worker : {"a", "b", "c"}) Join("job-1", worker);
+  Form("job-1", {"a", "b", "c"});
+  std::set<uint64_t> begins;
+  for (const char* worker : {"a", "b", "c"}) {
+    auto lease = coordinator_->AcquireShard("job-1", worker);
+    ASSERT_TRUE(lease.ok()) << worker << ": " << lease.status();
+    EXPECT_EQ(lease->name, "train-00000.tok");
+    EXPECT_EQ(lease->checksum, 77u);
+    EXPECT_EQ(lease->begin, ledger->shards[lease->shard].begin);
+    begins.insert(lease->begin);
+  }
+  EXPECT_EQ(begins.size(), 3u) << "every member holds a range of its own";
 }
 
 TEST_F(SubmitJobTest, ResubmittingIsIdempotentAndAnotherSpecConflicts) {

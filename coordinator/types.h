@@ -85,6 +85,9 @@ struct ShardLease {
   // The shard's checksum when the job was submitted (0: not known): a copy
   // that differs is not the data the job trains on.
   uint64_t checksum = 0;
+  // The leased range is tokens [begin, begin + size) of the file `name`;
+  // offsets count from begin.
+  uint64_t begin = 0;
 };
 
 struct ProgressReport {
@@ -119,6 +122,7 @@ struct ShardView {
   enum class State { kPending, kLeased, kConsumed, kDone };  // kConsumed: awaits a checkpoint
   uint32_t id = 0;
   std::string name;
+  uint64_t begin = 0;  // the range's first token in the file `name`
   uint64_t size = 0;
   uint64_t committed_offset = 0;
   uint64_t consumed_offset = 0;

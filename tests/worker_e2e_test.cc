@@ -426,6 +426,38 @@ TEST_F(WorkerE2eTest, CancelledJobsWorkersLeaveAndExitZeroSayingWhy) {
   EXPECT_EQ(job->live_workers(), 0u);
 }
 
+// Issue 16: the README's own data, `data prepare` with its default shard
+// size, is one train file. Both members of a group of two train a full share
+// of every step: the ledger leases ranges of the file, not the whole file.
+TEST_F(WorkerE2eTest, TwoWorkersOnADatasetOfOneFileEachTrainAFullShareOfEveryStep) {
+  PrepareOptions prepare;
+  prepare.inputs = {dir_ + "/corpus.txt"};
+  prepare.out_dir = dir_ + "/one-file";
+  auto dataset = PrepareDataset(prepare);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  ASSERT_EQ(dataset->train.size(), 1u);
+  dataset_ = *dataset;
+  StartCoordinator(0, 40, /*open=*/true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  std::map<uint64_t, std::set<int64_t>> training_ranks;  // step -> ranks that read data
+  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+    if (line.contains("step") && line.value("tokens_per_s", 0.0) > 0) {
+      training_ranks[line["step"]].insert(line["rank"].get<int64_t>());
+    }
+  });
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(digests.size(), 2u);
+  EXPECT_EQ(digests[0], digests[1]);
+  ASSERT_EQ(samples_at_step_.size(), 40u);
+  for (const auto& [step, samples] : samples_at_step_) {
+    EXPECT_EQ(world_at_step_[step], 2) << "step " << step;
+    EXPECT_EQ(samples, 8) << "step " << step << ": the group's global batch";
+    EXPECT_EQ(training_ranks[step].size(), 2u) << "step " << step << ": both members read data";
+  }
+  ExpectLedgerCountsEverySampleOnce(40);
+}
+
 // Issue 16: `data prepare` run again in place after the submit. The job
 // trains on the data it was submitted with or not at all: the worker stops
 // at once, naming the shard, instead of training on other bytes.

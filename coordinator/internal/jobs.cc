@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -52,6 +53,17 @@ absl::Status CheckTrainable(const v1::JobSpec& spec, const std::vector<ShardSpec
   return absl::OkStatus();
 }
 
+uint64_t RangeTokens(const v1::JobSpec& spec, uint64_t total_tokens) {
+  const uint64_t context = spec.model().has_gpt() ? spec.model().gpt().context_length() : 0;
+  const uint64_t global = spec.batch().global_batch_size();
+  if (context == 0 || global == 0) return std::numeric_limits<uint64_t>::max();
+  // k global batches of sequences, k as small as kMaxLedgerRanges allows.
+  const uint64_t batch_tokens = global * context + 1;
+  const uint64_t batches = (total_tokens + batch_tokens - 1) / batch_tokens;
+  const uint64_t k = std::max<uint64_t>(1, (batches + kMaxLedgerRanges - 1) / kMaxLedgerRanges);
+  return k * global * context + 1;
+}
+
 absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
                                             const std::vector<ShardSpec>& shard_specs,
                                             absl::Time now) {
@@ -59,17 +71,27 @@ absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
     return absl::InvalidArgumentError("dataset.manifest: the dataset has no train shards");
   }
   RETURN_IF_ERROR(CheckTrainable(spec, shard_specs));
-  std::vector<Shard> shards;
+  uint64_t total = 0;
   for (const ShardSpec& shard_spec : shard_specs) {
     if (shard_spec.size == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("dataset.manifest: shard ", shard_spec.name, " is empty"));
     }
-    Shard shard;
-    shard.name = shard_spec.name;
-    shard.size = shard_spec.size;
-    shard.checksum = shard_spec.checksum;
-    shards.push_back(std::move(shard));
+    total += shard_spec.size;
+  }
+  const uint64_t range = RangeTokens(spec, total);
+  std::vector<Shard> shards;
+  for (const ShardSpec& shard_spec : shard_specs) {
+    // Whole ranges of `range` tokens; the file's remainder joins its last.
+    const uint64_t pieces = std::max<uint64_t>(1, shard_spec.size / range);
+    for (uint64_t piece = 0; piece < pieces; ++piece) {
+      Shard shard;
+      shard.name = shard_spec.name;
+      shard.begin = piece * range;
+      shard.size = piece + 1 < pieces ? range : shard_spec.size - shard.begin;
+      shard.checksum = shard_spec.checksum;
+      shards.push_back(std::move(shard));
+    }
   }
   auto job = std::make_unique<Job>();
   *job->record.mutable_spec() = spec;

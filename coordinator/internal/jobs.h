@@ -22,13 +22,27 @@ namespace potluck::coordinator_internal {
 // manifest.json): CoordinatorOptions.load_shards' default.
 absl::StatusOr<std::vector<ShardSpec>> LoadShardsFromManifest(const v1::JobSpec& spec);
 
-// A running job with a fresh ledger over `shards`; kInvalidArgument for no
-// shards or an empty one. `spec` must have passed ValidateJobSpec.
 // kInvalidArgument, naming the shard or the numbers, for a dataset a GPT job
 // could not train to its end: a shard shorter than one sequence plus one
 // token, or fewer sequences than one global batch.
 absl::Status CheckTrainable(const v1::JobSpec& spec, const std::vector<ShardSpec>& shards);
 
+// The most ranges a job's ledger splits its files into (each is a record in
+// the ledger and in every checkpoint's ledger snapshot).
+inline constexpr uint64_t kMaxLedgerRanges = 4096;
+
+// The tokens of one ledger range of a GPT job: k global batches of
+// sequences (k * global_batch_size * context_length + 1 tokens, the least k
+// that keeps the dataset's `total_tokens` within kMaxLedgerRanges ranges).
+// A member of any group size whose share of a step divides the global batch
+// finishes a range exactly at a step's end, and a group of W members splits
+// a dataset of one file W ways. Other jobs: unbounded (whole files).
+uint64_t RangeTokens(const v1::JobSpec& spec, uint64_t total_tokens);
+
+// A running job with a fresh ledger over `shards`, leasing ranges of
+// RangeTokens of each file (the file's remainder joins its last range);
+// kInvalidArgument for no shards, an empty one, or what CheckTrainable
+// refuses. `spec` must have passed ValidateJobSpec.
 absl::StatusOr<std::unique_ptr<Job>> NewJob(const v1::JobSpec& spec,
                                             const std::vector<ShardSpec>& shards, absl::Time now);
 

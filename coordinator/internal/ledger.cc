@@ -211,6 +211,7 @@ cs::ShardRecord ShardLedger::ToRecord(const Shard& shard) {
   record.set_consumed_offset(shard.consumed);
   record.set_holder(shard.holder);
   record.set_lease_from_offset(shard.lease_from);
+  record.set_begin(shard.begin);
   for (const Progress& progress : shard.progress) {
     cs::ProgressRecord* out = record.add_progress();
     out->set_step(progress.step);
@@ -228,6 +229,7 @@ Shard ShardLedger::FromRecord(const cs::ShardRecord& record) {
   shard.consumed = record.consumed_offset();
   shard.holder = record.holder();
   shard.lease_from = record.lease_from_offset();
+  shard.begin = record.begin();
   for (const cs::ProgressRecord& progress : record.progress()) {
     shard.progress.push_back({progress.step(), progress.offset()});
   }

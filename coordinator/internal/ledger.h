@@ -30,8 +30,12 @@ struct Progress {
   uint64_t offset = 0;
 };
 
+// One lease unit of the ledger: the range [begin, begin + size) of the
+// dataset file `name` (a job splits its files into ranges, see jobs.h).
+// Offsets below count from `begin`.
 struct Shard {
   std::string name;
+  uint64_t begin = 0;
   uint64_t size = 0;
   uint64_t checksum = 0;  // the manifest's at submit (0: not known)
   uint64_t committed = 0;

@@ -71,8 +71,8 @@ absl::StatusOr<ShardLease> AcquireShard(Job& job, absl::string_view worker_id,
   ASSIGN_OR_RETURN(uint32_t index,
                    job.ledger.Acquire(worker->record.worker_id(), rank, job.gen.members_size()));
   const Shard& shard = job.ledger.shards()[index];
-  return ShardLease{index,          shard.name,         shard.size,
-                    shard.consumed, job.ledger.epoch(), shard.checksum};
+  return ShardLease{index,          shard.name, shard.size, shard.consumed, job.ledger.epoch(),
+                    shard.checksum, shard.begin};
 }
 
 absl::StatusOr<ProgressResult> ReportProgress(Job& job, const ProgressReport& report,
@@ -180,6 +180,7 @@ LedgerView LedgerViewOf(const Job& job) {
     ShardView out;
     out.id = i;
     out.name = shard.name;
+    out.begin = shard.begin;
     out.size = shard.size;
     out.committed_offset = shard.committed;
     out.consumed_offset = shard.consumed;

@@ -134,7 +134,16 @@ absl::Status ShardCursor::Read(int64_t sequences, uint64_t report_step, StepData
                 lease->name, session_->job_id(), shard->checksum(), lease->checksum)),
             Failure::kDatasetChanged);
       }
-      *cursor = HeldShard{lease->shard, lease->name, lease->size, lease->offset, shard};
+      if (lease->begin + lease->size > shard->size()) {
+        return WithFailure(
+            absl::DataLossError(absl::StrCat(
+                "shard ", lease->name, " holds ", shard->size(), " tokens, fewer than the range [",
+                lease->begin, ", ", lease->begin + lease->size, ") job ", session_->job_id(),
+                " leased (the dataset changed after the submit)")),
+            Failure::kDatasetChanged);
+      }
+      *cursor =
+          HeldShard{lease->shard, lease->name, lease->size, lease->offset, lease->begin, shard};
     }
     HeldShard& held = **cursor;
     if (held.offset + width > held.size) {
@@ -156,8 +165,9 @@ absl::Status ShardCursor::Read(int64_t sequences, uint64_t report_step, StepData
       continue;
     }
     tokens.resize(static_cast<size_t>((got + 1) * width));
-    RETURN_IF_ERROR(held.tokens->Read(
-        held.offset, absl::MakeSpan(tokens).subspan(static_cast<size_t>(got * width), width)));
+    RETURN_IF_ERROR(
+        held.tokens->Read(held.begin + held.offset,
+                          absl::MakeSpan(tokens).subspan(static_cast<size_t>(got * width), width)));
     held.offset += context_;
     ++got;
     // What remains after the last whole sequence is shorter than one: the

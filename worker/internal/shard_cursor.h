@@ -39,12 +39,14 @@ namespace worker_internal {
 absl::StatusOr<Dataset> OpenJobDataset(Session* session, const v1::JobSpec& job,
                                        const std::string& state_dir);
 
-// A shard this worker holds, with a read position.
+// A shard (a range of a dataset file) this worker holds, with a read
+// position counted from the range's first token.
 struct HeldShard {
   uint32_t id = 0;
   std::string name;
   uint64_t size = 0;
   uint64_t offset = 0;
+  uint64_t begin = 0;                  // the range's first token in the file
   const TokenShard* tokens = nullptr;  // owned by the cursor's cache
 };
 
