@@ -141,6 +141,7 @@ void PrintJob(const v1::JobStatus& job) {
   std::cout << absl::StrFormat("%-24s %-10s step %-8d workers %d\n", job.spec().job_id(),
                                std::string(JobStateName(job.state())), job.committed_step(),
                                job.live_workers());
+  if (!job.problem().empty()) std::cout << "  problem: " << job.problem() << "\n";
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "common/failure.h"
 
+#include <climits>
 #include <string>
 
 #include "absl/strings/cord.h"
@@ -44,6 +45,12 @@ absl::Status WithFailure(absl::Status status, Failure failure) {
   if (status.ok() || failure == Failure::kUnspecified) return status;
   status.SetPayload(kPayloadUrl, absl::Cord(absl::StrCat(static_cast<int>(failure))));
   return status;
+}
+
+Failure FailureFromNumber(int64_t value) {
+  return value >= 0 && value <= INT32_MAX && Known(static_cast<int>(value))
+             ? static_cast<Failure>(value)
+             : Failure::kUnspecified;
 }
 
 Failure FailureOf(const absl::Status& status) {

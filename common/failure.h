@@ -14,6 +14,8 @@
 #ifndef POTLUCK_COMMON_FAILURE_H_
 #define POTLUCK_COMMON_FAILURE_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
@@ -52,6 +54,10 @@ absl::string_view FailureName(Failure failure);
 
 // `status` (not OK) with `failure` attached; OK stays OK.
 absl::Status WithFailure(absl::Status status, Failure failure);
+
+// The Failure numbered `value` (as it travels in a message), or
+// kUnspecified for a number this release does not know.
+Failure FailureFromNumber(int64_t value);
 
 // The reason attached to `status`, or kUnspecified.
 Failure FailureOf(const absl::Status& status);

@@ -73,6 +73,7 @@ v1::JobStatus PublicSummary(const v1::JobStatus& job) {
   spec.set_description(job.spec().description());
   spec.set_max_steps(job.spec().max_steps());
   *summary.mutable_spec() = std::move(spec);
+  summary.clear_problem();  // a member's words, which may name its paths
   return summary;
 }
 

@@ -42,7 +42,8 @@ class CallAuth {
 };
 
 // What anyone may see of a job: its state and progress, and of its spec
-// only the id, the description and max_steps (no dataset, no access).
+// only the id, the description and max_steps (no dataset, no access, no
+// problem).
 v1::JobStatus PublicSummary(const v1::JobStatus& job);
 
 }  // namespace potluck

@@ -38,7 +38,8 @@ class CoordinatorClient {
   virtual absl::StatusOr<WorkerStatus> Join(const JoinRequest& request) = 0;
   virtual absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id,
                                                  absl::string_view worker_id) = 0;
-  virtual absl::Status Leave(absl::string_view job_id, absl::string_view worker_id) = 0;
+  virtual absl::Status Leave(absl::string_view job_id, absl::string_view worker_id,
+                             const LeaveReason& reason) = 0;
   virtual absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id,
                                                  absl::string_view reporter,
                                                  absl::string_view failed) = 0;

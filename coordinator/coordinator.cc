@@ -469,9 +469,11 @@ absl::StatusOr<WorkerStatus> Coordinator::Heartbeat(absl::string_view job_id,
     return ci::Heartbeat(job, worker_id, ctx);
   });
 }
-absl::Status Coordinator::Leave(absl::string_view job_id, absl::string_view worker_id) {
-  return impl_->WithJob(
-      job_id, [&](Job& job, const ci::CallContext& ctx) { return ci::Leave(job, worker_id, ctx); });
+absl::Status Coordinator::Leave(absl::string_view job_id, absl::string_view worker_id,
+                                const LeaveReason& reason) {
+  return impl_->WithJob(job_id, [&](Job& job, const ci::CallContext& ctx) {
+    return ci::Leave(job, worker_id, reason, ctx);
+  });
 }
 absl::StatusOr<uint64_t> Coordinator::ReportFailure(absl::string_view job_id,
                                                     absl::string_view reporter,

@@ -127,7 +127,8 @@ class Coordinator {
   absl::Status AuthenticateMember(absl::string_view job_id, absl::string_view worker_id,
                                   absl::string_view secret);
   absl::StatusOr<WorkerStatus> Heartbeat(absl::string_view job_id, absl::string_view worker_id);
-  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id);
+  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id,
+                     const LeaveReason& reason = {});
   // `reporter` (a member) saw `failed` fail. Evidence, not a verdict: the
   // accused is evicted (a rollback generation) once at least two and more
   // than half of its peers in the generation reported it; otherwise its own

@@ -300,6 +300,31 @@ TEST_F(CoordinatorTest, AnEvictedWorkerIsGoneAtOnceAndMayNotComeBack) {
   EXPECT_FALSE(coordinator_->Join({"job-1", *token, "b2", "b2:1"}).ok());  // the token, revoked
 }
 
+// Issue 16: a member that stops because of the job (its data changed) says
+// why as it leaves; the job's status shows it, printable and bounded, until
+// the job commits again. A worker's own failure stays on its record.
+TEST_F(CoordinatorTest, AMemberLeavingBecauseOfTheJobLeavesTheReasonInItsStatus) {
+  Start({"a", "b", "c"});
+  ASSERT_TRUE(coordinator_->Leave("job-1", "c", {Failure::kOwnStateNotFinite, "NaN gradients"}).ok());
+  EXPECT_THAT(Find("job-1", "c").dead_reason, HasSubstr("(own_state_not_finite): NaN gradients"));
+  EXPECT_EQ(coordinator_->GetJob("job-1")->problem(), "");
+
+  const std::string said = "shard train-00000.tok is not the data job job-1 was submitted with\n" +
+                           std::string(2000, 'x');
+  ASSERT_TRUE(coordinator_->Leave("job-1", "b", {Failure::kDatasetChanged, said}).ok());
+  const std::string problem = coordinator_->GetJob("job-1")->problem();
+  EXPECT_THAT(problem, HasSubstr("worker b stopped after step 0 (dataset_changed): shard "
+                                 "train-00000.tok is not the data job job-1 was submitted with?x"));
+  EXPECT_LT(problem.size(), 600u);
+  Reopen();  // kept with the job
+  EXPECT_EQ(coordinator_->GetJob("job-1")->problem(), problem);
+
+  Form("job-1", {"a"});
+  ASSERT_TRUE(coordinator_->EndStep("job-1", "a", 1).ok());
+  ASSERT_TRUE(Commit("a", 1).ok());
+  EXPECT_EQ(coordinator_->GetJob("job-1")->problem(), "");
+}
+
 TEST_F(CoordinatorTest, AJoinTokenHasAtMostItsCapOfLiveWorkers) {
   v1::JobSpec spec = Spec("job-1");
   spec.mutable_access()->set_max_workers_per_token(2);

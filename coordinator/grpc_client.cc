@@ -31,7 +31,7 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
                    absl::StrCat(what, ": ", status.error_message()));
   v1::ErrorDetails details;
   if (!status.error_details().empty() && details.ParseFromString(status.error_details())) {
-    out = WithFailure(std::move(out), static_cast<Failure>(details.failure()));
+    out = WithFailure(std::move(out), FailureFromNumber(details.failure()));
   }
   return out;
 }
@@ -432,8 +432,14 @@ class GrpcClient final : public CoordinatorClient, public CoordinatorAdmin {
                      connection_.Call(&Stub::Heartbeat, Worker(job_id, worker_id), "Heartbeat"));
     return FromProto(response.status());
   }
-  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id) override {
-    return connection_.Call(&Stub::Leave, Worker(job_id, worker_id), "Leave").status();
+  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id,
+                     const LeaveReason& reason) override {
+    v1::LeaveRequest request;
+    request.set_job_id(std::string(job_id));
+    request.set_worker_id(std::string(worker_id));
+    request.set_failure(static_cast<int32_t>(reason.failure));
+    request.set_reason(reason.message);
+    return connection_.Call(&Stub::Leave, request, "Leave").status();
   }
   absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id, absl::string_view reporter,
                                          absl::string_view failed) override {

@@ -228,10 +228,11 @@ class Service final : public ServiceBase {
                           });
     return reactor;
   }
-  grpc::Status Leave(grpc::ServerContext* context, const v1::WorkerRequest* request,
+  grpc::Status Leave(grpc::ServerContext* context, const v1::LeaveRequest* request,
                      v1::LeaveResponse*) override {
     RETURN_GRPC(CheckWorkerCall(context, *request));
-    return ToGrpc(core_->Leave(request->job_id(), request->worker_id()));
+    return ToGrpc(core_->Leave(request->job_id(), request->worker_id(),
+                               {FailureFromNumber(request->failure()), request->reason()}));
   }
   grpc::Status ReportFailure(grpc::ServerContext* context, const v1::ReportFailureRequest* request,
                              v1::ReportFailureResponse* response) override {

@@ -14,6 +14,7 @@
 
 #include "absl/time/time.h"
 
+#include "common/failure.h"
 #include "potluck/v1/coordinator.pb.h"
 
 namespace potluck {
@@ -37,6 +38,14 @@ struct JoinRequest {
   std::string token;      // a join token for job_id; ignored for open jobs
   std::string worker_id;  // empty: assigned; else [A-Za-z0-9._-]{1,64}, kept
   std::string endpoint;   // where peers reach this worker
+};
+
+// Why a worker leaves (Leave); the default: it just stops. A failure that is
+// the job's, not the worker's (kDatasetChanged, kCheckpointUnusable),
+// becomes the job's JobStatus.problem until the next commit.
+struct LeaveReason {
+  Failure failure = Failure::kUnspecified;
+  std::string message;  // the error that made it stop
 };
 
 // What a worker learns from Join and Heartbeat.

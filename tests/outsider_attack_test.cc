@@ -111,7 +111,7 @@ std::map<std::string, grpc::StatusCode> Attack(const std::string& address,
   }
   // Last, as it would end the attack: leaving as each member.
   for (const std::string& member : members) {
-    v1::WorkerRequest leave;
+    v1::LeaveRequest leave;
     leave.set_job_id("e2e");
     leave.set_worker_id(member);
     call("Leave " + member, &v1::Coordinator::Stub::Leave, leave, v1::LeaveResponse());

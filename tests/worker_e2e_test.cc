@@ -482,6 +482,13 @@ TEST_F(WorkerE2eTest, AShardChangedAfterTheSubmitIsRefusedByName) {
   EXPECT_FALSE(trained) << "a step was trained on data the job was not submitted with";
   EXPECT_THAT(workers[0]->LogTail(), HasSubstr("is not the data job e2e was submitted with"));
   EXPECT_THAT(workers[0]->LogTail(), HasSubstr("train-0000"));
+  // The job says so (to its members and the admin), and keeps its place.
+  auto job = admin_->GetJob("e2e");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job->live_workers(), 0u);
+  EXPECT_THAT(job->problem(), HasSubstr("(dataset_changed)"));
+  EXPECT_THAT(job->problem(), HasSubstr("is not the data job e2e was submitted with"));
 }
 
 TEST_F(WorkerE2eTest, WorkerWithAWrongTokenIsRefused) {

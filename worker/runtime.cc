@@ -103,7 +103,11 @@ class WorkerRuntime::Impl {
     absl::Status result = loop_->Run();
     session_->StopHeartbeats();
     loop_->DropGroup();
-    if (loop_->leave() || session_->cancelled()) (void)client_->Leave(options_.job_id, worker_id_);
+    if (loop_->leave() || session_->cancelled()) {
+      // A failure that is the job's (its data changed) shows in its status.
+      (void)client_->Leave(options_.job_id, worker_id_,
+                           {FailureOf(result), std::string(result.message())});
+    }
     if (result.ok() && session_->cancelled()) {
       std::cerr << "worker " << worker_id_ << ": job " << options_.job_id
                 << " was cancelled; leaving\n";

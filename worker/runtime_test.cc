@@ -48,8 +48,9 @@ class LeaseBlipClient final : public CoordinatorClient {
                                          absl::string_view worker_id) override {
     return inner_->Heartbeat(job_id, worker_id);
   }
-  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id) override {
-    return inner_->Leave(job_id, worker_id);
+  absl::Status Leave(absl::string_view job_id, absl::string_view worker_id,
+                     const LeaveReason& reason) override {
+    return inner_->Leave(job_id, worker_id, reason);
   }
   absl::StatusOr<uint64_t> ReportFailure(absl::string_view job_id, absl::string_view reporter,
                                          absl::string_view failed) override {

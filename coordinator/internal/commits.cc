@@ -59,6 +59,7 @@ absl::Status ApplyCommit(Job& job, const PendingCommit& pending, const absl::Sta
   job.ledger.ApplyCommitted(pending.snapshot);
   job.record.set_committed_step(pending.snapshot.step());
   job.record.set_last_checkpoint_unix_ms(absl::ToUnixMillis(ctx.now));
+  job.record.clear_problem();  // the job goes on: whatever stopped it is solved
   if (CompletedBy(job, pending.snapshot)) job.record.set_state(v1::JOB_STATE_FINISHED);
   job.dirty = true;
   if (job.record.rollback_generation() != pending.rollback_generation) {

@@ -43,6 +43,7 @@ v1::JobStatus JobStatusOf(const Job& job) {
   uint32_t live = 0;
   for (const auto& [id, worker] : job.workers) live += worker.alive() ? 1 : 0;
   status.set_live_workers(live);
+  status.set_problem(job.record.problem());
   return status;
 }
 

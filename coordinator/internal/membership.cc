@@ -15,6 +15,19 @@ namespace {
 
 int64_t ToUnixMs(absl::Time time) { return absl::ToUnixMillis(time); }
 
+// What a leaving member may say about itself, kept and shown to anyone.
+constexpr size_t kMaxLeaveReasonBytes = 512;
+
+// `text` with every byte that is not printable ASCII as '?', cut to `limit`.
+std::string Printable(absl::string_view text, size_t limit) {
+  std::string out(text.substr(0, limit));
+  for (char& c : out) {
+    if (!absl::ascii_isprint(static_cast<unsigned char>(c))) c = '?';
+  }
+  if (text.size() > limit) out += "...";
+  return out;
+}
+
 }  // namespace
 
 absl::Status ValidateWorkerId(absl::string_view id) {
@@ -259,10 +272,25 @@ absl::StatusOr<WorkerStatus> Heartbeat(Job& job, absl::string_view worker_id,
   return StatusOf(job, *worker);
 }
 
-absl::Status Leave(Job& job, absl::string_view worker_id, const CallContext& ctx) {
+absl::Status Leave(Job& job, absl::string_view worker_id, const LeaveReason& reason,
+                   const CallContext& ctx) {
   ASSIGN_OR_RETURN(Worker * worker, LiveWorker(job, worker_id, ctx));
   const bool was_member = worker->member();
-  MarkDead(job, *worker, "left");
+  if (reason.failure == Failure::kUnspecified && reason.message.empty()) {
+    MarkDead(job, *worker, "left");
+  } else {
+    // The member's own words, bounded and printable: the job's members
+    // and the admin read them in its status.
+    const std::string said = absl::StrCat(
+        "worker ", worker_id, " stopped after step ", worker->record.last_ended_step(), " (",
+        FailureName(reason.failure), "): ", Printable(reason.message, kMaxLeaveReasonBytes));
+    MarkDead(job, *worker, said);
+    if (reason.failure == Failure::kDatasetChanged ||
+        reason.failure == Failure::kCheckpointUnusable) {
+      job.record.set_problem(said);
+      job.dirty = true;
+    }
+  }
   if (was_member) return Regroup(job, /*rollback=*/true, 0, ctx);
   return absl::OkStatus();
 }

@@ -71,7 +71,8 @@ absl::StatusOr<WorkerStatus> Join(Job& job, const std::string& worker_id,
                                   const std::string& endpoint, const CallContext& ctx);
 absl::StatusOr<WorkerStatus> Heartbeat(Job& job, absl::string_view worker_id,
                                        const CallContext& ctx);
-absl::Status Leave(Job& job, absl::string_view worker_id, const CallContext& ctx);
+absl::Status Leave(Job& job, absl::string_view worker_id, const LeaveReason& reason,
+                   const CallContext& ctx);
 absl::StatusOr<uint64_t> ReportFailure(Job& job, absl::string_view reporter,
                                        absl::string_view failed, const CallContext& ctx);
 absl::StatusOr<RendezvousResult> Rendezvous(Job& job, absl::string_view worker_id,

@@ -66,7 +66,9 @@ class StubClient final : public CoordinatorClient {
   }
 
   absl::StatusOr<v1::JobStatus> GetJob(absl::string_view) override { return Unimplemented(); }
-  absl::Status Leave(absl::string_view, absl::string_view) override { return Unimplemented(); }
+  absl::Status Leave(absl::string_view, absl::string_view, const LeaveReason&) override {
+    return Unimplemented();
+  }
   absl::StatusOr<uint64_t> ReportFailure(absl::string_view, absl::string_view,
                                          absl::string_view) override {
     return Unimplemented();
