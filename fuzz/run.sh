@@ -12,7 +12,7 @@
 #
 # Exit status: 0 when no target failed, 1 when one did (its input and how to
 # replay it are printed), 77 when clang or libFuzzer is missing (the ctest
-# fuzz_short counts that as skipped). docs/reliability.md has the long runs.
+# fuzz_short counts that as skipped; under CI=true it is 1). docs/reliability.md has the long runs.
 set -euo pipefail
 source_dir=$(cd "$(dirname "$0")/.." && pwd)
 seconds=60
@@ -33,14 +33,22 @@ fi
 
 cxx=$(command -v clang++-14 || command -v clang++ || true)
 cc=$(command -v clang-14 || command -v clang || true)
-if [[ -z "$cxx" || -z "$cc" ]]; then
-  echo "fuzz/run.sh: SKIPPED: no clang (deploy/install-deps.sh installs clang-14 and libfuzzer-14-dev)"
+# 77 (CTest: skipped), but 1 under CI=true: CI installs what this needs, so
+# a skip there would hide a failure.
+skip() {
+  echo "fuzz/run.sh: SKIPPED: $1"
+  if [[ "${CI:-}" == "true" ]]; then
+    echo "fuzz/run.sh: CI=true, so this is a failure, not a skip"
+    exit 1
+  fi
   exit 77
+}
+if [[ -z "$cxx" || -z "$cc" ]]; then
+  skip "no clang (deploy/install-deps.sh installs clang-14 and libfuzzer-14-dev)"
 fi
 if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
     "$cxx" -x c++ -fsanitize=fuzzer -o /dev/null - 2>/dev/null; then
-  echo "fuzz/run.sh: SKIPPED: $cxx cannot link -fsanitize=fuzzer (install libfuzzer-14-dev)"
-  exit 77
+  skip "$cxx cannot link -fsanitize=fuzzer (install libfuzzer-14-dev)"
 fi
 
 launcher=()

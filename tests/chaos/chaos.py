@@ -76,6 +76,16 @@ PROFILES = {
 }
 
 
+def skip(why):
+    """77 (CTest: skipped), but 1 under CI=true: CI can run this, so a skip
+    there would hide a failure."""
+    print(f"chaos: {why}", file=sys.stderr)
+    if os.environ.get("CI") == "true":
+        print("chaos: CI=true, so this is a failure, not a skip", file=sys.stderr)
+        return 1
+    return 77
+
+
 def log(message):
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -437,9 +447,8 @@ def main():
     args.timeout = args.timeout or minutes * 180 + 300
     use_netns = not args.no_netns
     if use_netns and (os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "tc", "nsenter"))):
-        print("chaos: network namespaces need root, iproute2 (ip, tc) and nsenter; "
-              "run as root or pass --no-netns", file=sys.stderr)
-        return 77
+        return skip("network namespaces need root, iproute2 (ip, tc) and nsenter; "
+                    "run as root or pass --no-netns")
     if not use_netns:
         kinds = [k for k in kinds if not k.startswith("link-")]
     log(f"seed {args.seed}, profile {args.profile}: {minutes:g} min of faults, mean "
@@ -452,9 +461,8 @@ def main():
     except RuntimeError as error:
         for ns in [prefix + "hub"] + [prefix + node for node in nodes]:
             run("ip", "netns", "del", ns, check=False)
-        print(f"chaos: cannot build the network namespaces ({error}); "
-              "run where root may create them, or pass --no-netns", file=sys.stderr)
-        return 77
+        return skip(f"cannot build the network namespaces ({error}); "
+                    "run where root may create them, or pass --no-netns")
     try:
         return chaos(args, net, minutes, mtbf, kinds, profile)
     finally:
