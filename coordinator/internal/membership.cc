@@ -15,7 +15,8 @@ namespace {
 
 int64_t ToUnixMs(absl::Time time) { return absl::ToUnixMillis(time); }
 
-// What a leaving member may say about itself, kept and shown to anyone.
+// What a leaving member may say about itself: kept with the job, shown to
+// its members and the admin.
 constexpr size_t kMaxLeaveReasonBytes = 512;
 
 // `text` with every byte that is not printable ASCII as '?', cut to `limit`.
