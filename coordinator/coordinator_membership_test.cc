@@ -305,7 +305,8 @@ TEST_F(CoordinatorTest, AnEvictedWorkerIsGoneAtOnceAndMayNotComeBack) {
 // the job commits again. A worker's own failure stays on its record.
 TEST_F(CoordinatorTest, AMemberLeavingBecauseOfTheJobLeavesTheReasonInItsStatus) {
   Start({"a", "b", "c"});
-  ASSERT_TRUE(coordinator_->Leave("job-1", "c", {Failure::kOwnStateNotFinite, "NaN gradients"}).ok());
+  ASSERT_TRUE(
+      coordinator_->Leave("job-1", "c", {Failure::kOwnStateNotFinite, "NaN gradients"}).ok());
   EXPECT_THAT(Find("job-1", "c").dead_reason, HasSubstr("(own_state_not_finite): NaN gradients"));
   EXPECT_EQ(coordinator_->GetJob("job-1")->problem(), "");
 
