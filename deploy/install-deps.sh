@@ -26,8 +26,9 @@ packages=(
   # tests; clang-format for the format check; the openssl
   # command makes the self-signed certificates of the TLS tests
   libgtest-dev libgmock-dev clang-format openssl
-  # the fuzz targets (fuzz/run.sh, the fuzz_short test): clang with libFuzzer
-  clang-14 libfuzzer-14-dev
+  # the fuzz targets (fuzz/run.sh, the fuzz_short test): clang with its
+  # sanitizer and libFuzzer runtimes (libclang-rt-14-dev)
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
   # the chaos suite: a Python runner that puts each process in a network
   # namespace (ip) and throttles links (tc)
   python3 iproute2

@@ -48,7 +48,7 @@ if [[ -z "$cxx" || -z "$cc" ]]; then
 fi
 if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
     "$cxx" -x c++ -fsanitize=fuzzer -o /dev/null - 2>/dev/null; then
-  skip "$cxx cannot link -fsanitize=fuzzer (install libfuzzer-14-dev)"
+  skip "$cxx cannot link -fsanitize=fuzzer (deploy/install-deps.sh installs libclang-rt-14-dev and libfuzzer-14-dev)"
 fi
 
 launcher=()
