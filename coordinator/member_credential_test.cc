@@ -2,6 +2,9 @@
 // proves the worker on later calls, survives a restart (only its hash is
 // stored), is rotated by a later Join and voided by revoking the join token;
 // a record written before credentials existed asks its worker to join again.
+#include <filesystem>
+#include <fstream>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -111,6 +114,32 @@ TEST_F(CredentialTest, ALiveMembersLeaseNotItsTokensExpiryDecidesItsRejoin) {
   auto lapsed = coordinator_->Join({"job-1", *token, "a", "a:3"});
   EXPECT_EQ(lapsed.status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_THAT(lapsed.status().message(), HasSubstr("expired"));
+}
+
+// A revocation is a record in the state database's log: damage there must
+// stop the coordinator (kDataLoss), not open a state from before it, in
+// which the token would work again.
+TEST_F(CredentialTest, ADamagedStateLogIsDataLossNotARollbackThatUnrevokes) {
+  Submit(Spec("job-1"), shards_);
+  auto token = coordinator_->CreateToken("job-1", absl::Hours(1));
+  ASSERT_TRUE(token.ok());
+  ASSERT_TRUE(coordinator_->RevokeToken(*token).ok());
+  coordinator_.reset();
+  int damaged = 0;
+  for (const auto& file : std::filesystem::directory_iterator(dir_ / "state")) {
+    if (file.path().extension() != ".log" || std::filesystem::file_size(file.path()) < 200) {
+      continue;
+    }
+    std::fstream stream(file.path(), std::ios::in | std::ios::out | std::ios::binary);
+    for (std::streamoff offset = 100; offset < 200; offset += 7) {
+      stream.seekp(offset);
+      stream.put('\x5a');
+    }
+    ++damaged;
+  }
+  ASSERT_GT(damaged, 0);
+  auto db = coordinator_internal::StateDb::Open((dir_ / "state").string(), false);
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kDataLoss) << db.status();
 }
 
 // A data directory of the release before credentials: its worker records

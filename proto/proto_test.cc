@@ -1,45 +1,33 @@
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include "potluck/v1/coordinator.pb.h"
-#include "potluck/v1/job.pb.h"
 
 namespace potluck {
 namespace {
 
-using google::protobuf::util::JsonParseOptions;
-using google::protobuf::util::JsonStringToMessage;
+// Leave took a WorkerRequest before it could say why a worker leaves: the
+// two messages share their field numbers, so a worker of either release
+// and a coordinator of the other still understand each other.
+TEST(CoordinatorProto, LeaveRequestIsWireCompatibleWithTheWorkerRequestItReplaced) {
+  v1::WorkerRequest old_request;
+  old_request.set_job_id("j1");
+  old_request.set_worker_id("w-1");
+  old_request.set_api_version(1);
+  v1::LeaveRequest leave;
+  ASSERT_TRUE(leave.ParseFromString(old_request.SerializeAsString()));
+  EXPECT_EQ(leave.job_id(), "j1");
+  EXPECT_EQ(leave.worker_id(), "w-1");
+  EXPECT_EQ(leave.api_version(), 1u);
+  EXPECT_EQ(leave.failure(), 0);  // no reason given
+  EXPECT_EQ(leave.reason(), "");
 
-// Job specs are written by people as JSON; the generated code maps them
-// straight into the proto, in either field-name spelling.
-TEST(JobSpecProto, ParsesFromJsonInBothSpellings) {
-  v1::JobSpec spec;
-  const auto status = JsonStringToMessage(R"({
-      "job_id": "tiny-gpt",
-      "mode": "SYNC_MODE_DILOCO",
-      "model": {"gpt": {"vocabSize": 256, "layers": 2, "heads": 4, "width": 128}},
-      "diloco": {"inner_steps": 50, "outerLearningRate": 0.7, "codec": "WIRE_CODEC_INT8"},
-      "seed": "1234"})",
-                                          &spec);
-  ASSERT_TRUE(status.ok()) << status.ToString();
-  EXPECT_EQ(spec.job_id(), "tiny-gpt");
-  EXPECT_EQ(spec.mode(), v1::SYNC_MODE_DILOCO);
-  EXPECT_EQ(spec.model().gpt().vocab_size(), 256u);
-  EXPECT_EQ(spec.diloco().inner_steps(), 50u);
-  EXPECT_FLOAT_EQ(spec.diloco().outer_learning_rate(), 0.7f);
-  EXPECT_EQ(spec.diloco().codec(), v1::WIRE_CODEC_INT8);
-  EXPECT_EQ(spec.seed(), 1234u);
-
-  v1::JobSpec copy;
-  ASSERT_TRUE(copy.ParseFromString(spec.SerializeAsString()));
-  EXPECT_EQ(copy.SerializeAsString(), spec.SerializeAsString());
-}
-
-TEST(JobSpecProto, UnknownFieldIsRejectedByName) {
-  v1::JobSpec spec;
-  const auto status = JsonStringToMessage(R"({"job_id": "x", "modle": {}})", &spec);
-  EXPECT_FALSE(status.ok());
-  EXPECT_NE(status.ToString().find("modle"), std::string::npos) << status.ToString();
+  leave.set_failure(6);
+  leave.set_reason("shard changed");
+  v1::WorkerRequest back;
+  ASSERT_TRUE(back.ParseFromString(leave.SerializeAsString()));
+  EXPECT_EQ(back.job_id(), "j1");
+  EXPECT_EQ(back.worker_id(), "w-1");
+  EXPECT_EQ(back.api_version(), 1u);
 }
 
 // The messages target (no gRPC) still carries the service's descriptor: the

@@ -89,6 +89,11 @@ TEST_F(CoordinatorCliTest, SubmitListStatusTokenAndCleanShutdown) {
   const std::string token = result.output.substr(0, result.output.find('\n'));
   result = RunPotluck("token revoke " + token + at + " --data-dir " + data_dir_);
   EXPECT_EQ(result.exit_code, 0) << result.output;
+  // The revoked token admits nobody: a worker holding it is refused, saying why.
+  result = RunPotluck("worker" + at + " --job cli-job --steps 5 --token " + token +
+                      " --state-dir " + dir_ + "/revoked-worker");
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("was revoked"), std::string::npos) << result.output;
 
   // The state database is the running coordinator's: offline use is refused.
   result = RunPotluck("token create --job cli-job --data-dir " + data_dir_);

@@ -1,7 +1,9 @@
 // `potluck sample` and `potluck bench train` as a user runs them.
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <string>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -46,6 +48,17 @@ TEST(SampleCli, ContinuesThePromptFromTheNewestCheckpoint) {
   std::filesystem::remove_all(dir);
 }
 
+// The loss summary `potluck local` prints last: "loss A at step S -> B at
+// step T". False if there is none.
+bool LossSummary(const std::string& output, double* first, double* last) {
+  const size_t at = output.rfind("\nloss ");
+  int first_step = 0, last_step = 0;
+  return at != std::string::npos &&
+         std::sscanf(output.c_str() + at + 1, "loss %lf at step %d -> %lf at step %d", first,
+                     &first_step, last, &last_step) == 4 &&
+         first_step < last_step;
+}
+
 // The README's first command, with a tiny step count: two worker processes
 // around an embedded coordinator, a falling loss, a sample; run again with
 // more steps, it resumes where the first run's last checkpoint left off.
@@ -65,6 +78,11 @@ TEST(LocalCli, TrainsSamplesAndResumes) {
   EXPECT_THAT(second.output, HasSubstr("resuming from step 6"));
   EXPECT_THAT(second.output, HasSubstr("step    9/9"));
   EXPECT_THAT(second.output, ::testing::Not(HasSubstr("step    1/9")));
+  // The loss falls over the nine steps of the two runs.
+  double first_loss = 0, mid_loss = 0, resumed_loss = 0, last_loss = 0;
+  ASSERT_TRUE(LossSummary(first.output, &first_loss, &mid_loss)) << first.output;
+  ASSERT_TRUE(LossSummary(second.output, &resumed_loss, &last_loss)) << second.output;
+  EXPECT_LT(last_loss, first_loss) << first.output << second.output;
   std::filesystem::remove_all(dir);
 }
 

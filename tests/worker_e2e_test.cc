@@ -427,9 +427,10 @@ TEST_F(WorkerE2eTest, CancelledJobsWorkersLeaveAndExitZeroSayingWhy) {
 }
 
 // Issue 16: the README's own data, `data prepare` with its default shard
-// size, is one train file. Both members of a group of two train a full share
-// of every step: the ledger leases ranges of the file, not the whole file.
-TEST_F(WorkerE2eTest, TwoWorkersOnADatasetOfOneFileEachTrainAFullShareOfEveryStep) {
+// size, is one train file. Every member of a group of 2, 3 or 4 trains a
+// full share of every step: the ledger leases ranges of the file, not the
+// whole file (before, rank 1 of two read nothing).
+TEST_F(WorkerE2eTest, GroupsOfTwoToFourOnADatasetOfOneFileEachTrainAFullShareOfEveryStep) {
   PrepareOptions prepare;
   prepare.inputs = {dir_ + "/corpus.txt"};
   prepare.out_dir = dir_ + "/one-file";
@@ -437,25 +438,35 @@ TEST_F(WorkerE2eTest, TwoWorkersOnADatasetOfOneFileEachTrainAFullShareOfEverySte
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   ASSERT_EQ(dataset->train.size(), 1u);
   dataset_ = *dataset;
-  StartCoordinator(0, 40, /*open=*/true, /*min_workers=*/2);
-  std::vector<std::unique_ptr<WorkerProcess>> workers;
-  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
-  std::map<uint64_t, std::set<int64_t>> training_ranks;  // step -> ranks that read data
-  auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
-    if (line.contains("step") && line.value("tokens_per_s", 0.0) > 0) {
-      training_ranks[line["step"]].insert(line["rank"].get<int64_t>());
+  for (int world = 2; world <= 4; ++world) {
+    SCOPED_TRACE(absl::StrCat(world, " workers"));
+    run_ = absl::StrCat("-w", world);
+    samples_at_step_.clear();
+    world_at_step_.clear();
+    generation_at_step_.clear();
+    StartCoordinator(0, 20, /*open=*/true, /*min_workers=*/world);
+    std::vector<std::unique_ptr<WorkerProcess>> workers;
+    for (int i = 0; i < world; ++i) workers.push_back(StartWorker(i));
+    std::map<uint64_t, std::set<int64_t>> training_ranks;  // step -> ranks that read data
+    auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
+      if (line.contains("step") && line.value("tokens_per_s", 0.0) > 0) {
+        training_ranks[line["step"]].insert(line["rank"].get<int64_t>());
+      }
+    });
+    for (int i = 0; i < world; ++i) ExpectExited(workers, {i});
+    ASSERT_EQ(digests.size(), static_cast<size_t>(world));
+    for (const auto& [index, digest] : digests) EXPECT_EQ(digest, digests[0]) << index;
+    ASSERT_EQ(samples_at_step_.size(), 20u);
+    for (const auto& [step, samples] : samples_at_step_) {
+      EXPECT_EQ(world_at_step_[step], world) << "step " << step;
+      // Each member's share: SequencesPerStep (global batch 8, micro-batch
+      // 4) is one micro-batch of 4 in groups of 2 to 4.
+      EXPECT_EQ(samples, 4 * world) << "step " << step;
+      EXPECT_EQ(training_ranks[step].size(), static_cast<size_t>(world))
+          << "step " << step << ": every member read data";
     }
-  });
-  ExpectExited(workers, {0, 1});
-  ASSERT_EQ(digests.size(), 2u);
-  EXPECT_EQ(digests[0], digests[1]);
-  ASSERT_EQ(samples_at_step_.size(), 40u);
-  for (const auto& [step, samples] : samples_at_step_) {
-    EXPECT_EQ(world_at_step_[step], 2) << "step " << step;
-    EXPECT_EQ(samples, 8) << "step " << step << ": the group's global batch";
-    EXPECT_EQ(training_ranks[step].size(), 2u) << "step " << step << ": both members read data";
+    ExpectLedgerCountsEverySampleOnce(20);
   }
-  ExpectLedgerCountsEverySampleOnce(40);
 }
 
 // Issue 16: `data prepare` run again in place after the submit. The job

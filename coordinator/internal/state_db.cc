@@ -38,6 +38,11 @@ StateDb::~StateDb() = default;
 absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& dir, bool sync) {
   rocksdb::Options options;
   options.create_if_missing = true;
+  // As in the checkpoint store: a damaged log record is kDataLoss, never a
+  // silent rollback (which could, say, un-revoke a token); only an
+  // incomplete last record (a write a power cut interrupted) is dropped.
+  options.paranoid_checks = true;
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   rocksdb::DB* raw = nullptr;
   RETURN_IF_ERROR(
       FromRocksDbOpen(rocksdb::DB::Open(options, dir, &raw), dir, "opening the coordinator state"));
