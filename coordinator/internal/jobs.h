@@ -35,7 +35,8 @@ inline constexpr uint64_t kMaxLedgerRanges = 4096;
 // sequences (k * global_batch_size * context_length + 1 tokens, the least k
 // that keeps the dataset's `total_tokens` within kMaxLedgerRanges ranges).
 // A member of any group size whose share of a step divides the global batch
-// finishes a range exactly at a step's end, and a group of W members splits
+// finishes a range exactly at a step's end (a file's last range, which holds
+// the remainder, excepted), and a group of W members splits
 // a dataset of one file W ways. Other jobs: unbounded (whole files).
 uint64_t RangeTokens(const v1::JobSpec& spec, uint64_t total_tokens);
 
