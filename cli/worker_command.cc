@@ -155,9 +155,9 @@ int RunWorker(const WorkerArgs& args) {
     }
   };
   if (progress == "json") {
-    options.on_group = [backend = args.backend](const WorkerGroupEvent& e) {
+    options.on_group = [](const WorkerGroupEvent& e) {
       nlohmann::json j = {{"event", "group"},
-                          {"backend", backend},
+                          {"backend", e.backend},
                           {"generation", e.generation},
                           {"rank", e.rank},
                           {"world", e.world_size},

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 #include "collectives/codec.h"
@@ -41,6 +42,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual uint64_t generation() const = 0;
+  // The library the collectives run on: "tcp", "mpi" or "nccl" (what a
+  // worker reports, so a test checks the backend in use, not a flag).
+  virtual absl::string_view backend() const = 0;
 
   // Reduces `data` across all ranks; every rank ends with the same bits.
   // `weight` is this rank's weight for kWeightedAverage (e.g. samples it
@@ -52,9 +56,11 @@ class Communicator {
   // AllReduce of float32 `data` sent on the wire with `codec` (fp16, bf16,
   // or int8 with a per-segment scale), adding in float32. `feedback`, sized
   // to data.count(), carries each element's quantization error into the
-  // next call (nullptr: none). Each segment's owner encodes the reduced
-  // segment once and every rank decodes those same bytes, so all ranks end
-  // with the same bits. Backends without codecs return kUnimplemented.
+  // next call (nullptr: none). All ranks end with the same bits: on TCP each
+  // segment's owner encodes the reduced segment once and every rank decodes
+  // those same bytes; MPI and NCCL (host buffers) all-gather every rank's
+  // encoded contribution and add them in rank order
+  // (internal/gathered_compression.h). The default returns kUnimplemented.
   virtual absl::Status CompressedAllReduce(TensorView data, ReduceOp op, WireCodec codec,
                                            ErrorFeedback* feedback, absl::Time deadline,
                                            double weight = 1.0) {

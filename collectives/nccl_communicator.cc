@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "collectives/internal/checks.h"
+#include "collectives/internal/gathered_compression.h"
 #include "common/gpu.h"
 #include "common/status.h"
 
@@ -104,6 +105,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return options_.rank; }
   int world_size() const override { return options_.world_size; }
   uint64_t generation() const override { return options_.generation; }
+  absl::string_view backend() const override { return "nccl"; }
 
   void Abort() override { aborted_ = true; }
 
@@ -291,6 +293,7 @@ class HostStagedCommunicator final : public Communicator {
   int rank() const override { return inner_->rank(); }
   int world_size() const override { return inner_->world_size(); }
   uint64_t generation() const override { return inner_->generation(); }
+  absl::string_view backend() const override { return inner_->backend(); }
   void Abort() override { inner_->Abort(); }
 
   absl::Status AllReduce(TensorView data, ReduceOp op, absl::Time deadline,
@@ -298,6 +301,14 @@ class HostStagedCommunicator final : public Communicator {
     return Staged(data, "AllReduce", [&](TensorView on_device) {
       return inner_->AllReduce(on_device, op, deadline, weight);
     });
+  }
+  // Host buffers: encoded on the host and all-gathered through the device
+  // (internal/gathered_compression.h); NCCL has no codecs.
+  absl::Status CompressedAllReduce(TensorView data, ReduceOp op, WireCodec codec,
+                                   ErrorFeedback* feedback, absl::Time deadline,
+                                   double weight) override {
+    return collectives_internal::GatheredCompressedAllReduce(*this, data, op, codec, feedback,
+                                                             deadline, weight);
   }
   absl::Status ReduceScatter(TensorView data, ReduceOp op, absl::Time deadline) override {
     return Staged(data, "ReduceScatter", [&](TensorView on_device) {

@@ -42,6 +42,7 @@ class TransportCommunicator final : public Communicator {
   int rank() const override { return transport_->rank(); }
   int world_size() const override { return transport_->world_size(); }
   uint64_t generation() const override { return generation_; }
+  absl::string_view backend() const override { return "tcp"; }
 
   void Abort() override {
     aborted_ = true;

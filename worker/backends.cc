@@ -29,11 +29,17 @@ class TearDownOnFailure final : public Communicator {
   int rank() const override { return inner_->rank(); }
   int world_size() const override { return inner_->world_size(); }
   uint64_t generation() const override { return inner_->generation(); }
+  absl::string_view backend() const override { return inner_->backend(); }
   void Abort() override { inner_->Abort(); }
 
   absl::Status AllReduce(TensorView data, ReduceOp op, absl::Time deadline,
                          double weight) override {
     return Checked(inner_->AllReduce(data, op, deadline, weight));
+  }
+  absl::Status CompressedAllReduce(TensorView data, ReduceOp op, WireCodec codec,
+                                   ErrorFeedback* feedback, absl::Time deadline,
+                                   double weight) override {
+    return Checked(inner_->CompressedAllReduce(data, op, codec, feedback, deadline, weight));
   }
   absl::Status ReduceScatter(TensorView data, ReduceOp op, absl::Time deadline) override {
     return Checked(inner_->ReduceScatter(data, op, deadline));

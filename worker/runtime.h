@@ -89,6 +89,7 @@ struct WorkerProgress {
 // group was connected and agreed on the state.
 struct WorkerGroupEvent {
   uint64_t generation = 0;
+  std::string backend;  // the trainer's communicator: Communicator::backend()
   int rank = 0;
   int world_size = 1;
   bool from_checkpoint = false;

@@ -24,6 +24,7 @@
 
 #include "collectives/communicator.h"
 #include "collectives/internal/checks.h"
+#include "collectives/internal/gathered_compression.h"
 #include "collectives/internal/mpi_progress.h"
 #include "collectives/internal/mpi_reduce.h"
 #include "collectives/mpi_communicator.h"
@@ -52,10 +53,19 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
   uint64_t generation() const override { return generation_; }
+  absl::string_view backend() const override { return "mpi"; }
 
   absl::Status AllReduce(TensorView data, ReduceOp op, absl::Time deadline,
                          double weight) override {
     return Finish(AllReduceImpl(data, op, deadline, weight));
+  }
+  // Over this communicator's own AllReduce and AllGather
+  // (internal/gathered_compression.h): MPI has no codecs.
+  absl::Status CompressedAllReduce(TensorView data, ReduceOp op, WireCodec codec,
+                                   ErrorFeedback* feedback, absl::Time deadline,
+                                   double weight) override {
+    return collectives_internal::GatheredCompressedAllReduce(*this, data, op, codec, feedback,
+                                                             deadline, weight);
   }
   absl::Status ReduceScatter(TensorView data, ReduceOp op, absl::Time deadline) override {
     return Finish(ReduceScatterImpl(data, op, deadline));

@@ -1,5 +1,6 @@
 #include "collectives/testing/conformance.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "collectives/codec.h"
 #include "collectives/testing/values.h"
 #include "common/dtype.h"
 #include "common/tensor_view.h"
@@ -237,6 +239,65 @@ TEST_P(CommunicatorConformance, WeightedAverageWeighsEachRanksContribution) {
   });
 }
 
+// Lossy on the wire, but every rank ends with the same bits, close to the
+// exact result, for a sum and for a weighted average with unequal weights;
+// with error feedback, repeating the call averages the quantization error
+// away.
+TEST_P(CommunicatorConformance, CompressedAllReduceIsIdenticalEverywhereAndCloseToExact) {
+  RunGroup([](RankContext& ctx) {
+    constexpr size_t kCount = 300007;  // more than one int8 scale's segment
+    constexpr int kRounds = 8;
+    auto input = [](int rank, size_t i) {
+      return static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (rank + 1) + rank));
+    };
+    auto weight_of = [](int rank) { return rank + 1.0; };
+    double total_weight = 0;
+    for (int rank = 0; rank < ctx.world_size(); ++rank) total_weight += weight_of(rank);
+    for (WireCodec codec : {WireCodec::kFloat16, WireCodec::kBFloat16, WireCodec::kInt8}) {
+      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kWeightedAverage}) {
+        const std::string what =
+            absl::StrCat(WireCodecName(codec), op == ReduceOp::kSum ? " sum" : " weighted average");
+        std::vector<double> exact(kCount, 0.0);
+        for (size_t i = 0; i < kCount; ++i) {
+          for (int rank = 0; rank < ctx.world_size(); ++rank) {
+            const double share = op == ReduceOp::kSum ? 1.0 : weight_of(rank) / total_weight;
+            exact[i] += share * input(rank, i);
+          }
+        }
+        const double magnitude = op == ReduceOp::kSum ? ctx.world_size() : 1.0;
+        ErrorFeedback feedback(kCount);
+        std::vector<double> mean(kCount, 0.0);
+        double first_error = 0;
+        for (int round = 0; round < kRounds; ++round) {
+          std::vector<float> data(kCount);
+          for (size_t i = 0; i < kCount; ++i) data[i] = input(ctx.rank(), i);
+          ASSERT_EQ(ctx.comm().CompressedAllReduce(TensorView::Of(data.data(), kCount), op, codec,
+                                                   &feedback, Far(), weight_of(ctx.rank())),
+                    absl::OkStatus())
+              << what;
+          if (round == 0) {
+            EXPECT_TRUE(ctx.SameBytesOnEveryRank(data.data(), kCount * sizeof(float))) << what;
+            for (size_t i = 0; i < kCount; ++i) {
+              first_error = std::max(first_error, std::fabs(data[i] - exact[i]));
+            }
+          }
+          for (size_t i = 0; i < kCount; ++i) mean[i] += data[i] / double{kRounds};
+        }
+        double mean_error = 0;
+        for (size_t i = 0; i < kCount; ++i) {
+          mean_error = std::max(mean_error, std::fabs(mean[i] - exact[i]));
+        }
+        EXPECT_LT(first_error, 0.02 * magnitude) << what << ", rank " << ctx.rank();
+        if (ctx.world_size() > 1) {
+          EXPECT_GT(first_error, 0.0) << what << ": nothing was lost on the wire?";
+          EXPECT_LT(mean_error, 0.5 * first_error)
+              << what << ": error feedback did not pay back what was lost";
+        }
+      }
+    }
+  });
+}
+
 TEST_P(CommunicatorConformance, ReduceScatterLeavesEachRankTheSumOfItsBlock) {
   RunGroup([](RankContext& ctx) {
     ForEveryDType([&]<typename T>() {
@@ -368,7 +429,7 @@ TEST_P(CommunicatorConformanceFaults, StalledPeerIsDeadlineExceededNotAHang) {
       const absl::Duration took = absl::Now() - start;
       EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
       EXPECT_GE(took, timeout);
-      EXPECT_LT(took, timeout + absl::Seconds(3));
+      EXPECT_LT(took, timeout + absl::Seconds(10));  // not a hang, even on a loaded machine
       // Dead from now on, naming the first error, without waiting for anyone.
       const absl::Status later = ctx.comm().Barrier(Far());
       EXPECT_EQ(later.code(), absl::StatusCode::kFailedPrecondition) << later;

@@ -191,6 +191,7 @@ absl::Status StepLoop::FormGroup() {
   if (options_->on_group) {
     WorkerGroupEvent event;
     event.generation = view.generation;
+    event.backend = std::string(data()->backend());
     event.rank = rank_;
     event.world_size = world_;
     event.from_checkpoint = view.from_checkpoint;
