@@ -1,5 +1,6 @@
 // The victim of CheckpointStoreCrash: saves checkpoint after checkpoint into
-// a store until it is SIGKILLed, reporting each committed step on a pipe.
+// a store until it is SIGKILLed, reporting on a pipe each step it begins to
+// save (the step with kBeganBit set) and each step it committed.
 //
 //   checkpoint_crash_child DIR FIRST_STEP REPORT_FD
 //
@@ -24,12 +25,15 @@ int main(int argc, char** argv) {
   auto store = potluck::CheckpointStore::Open(dir, options);
   if (!store.ok()) return 3;
   constexpr size_t kFloats = 1 << 17;
+  constexpr uint64_t kBeganBit = uint64_t{1} << 63;  // as in checkpoint_store_test.cc
   for (uint64_t step = first_step;; ++step) {
     std::vector<float> a(kFloats), b(kFloats);
     for (size_t i = 0; i < kFloats; ++i) {
       a[i] = static_cast<float>((i * 2654435761u + step) % 100003);
       b[i] = static_cast<float>((i * 2654435761u + step + 1000) % 100003);
     }
+    const uint64_t began = step | kBeganBit;
+    if (write(report_fd, &began, sizeof(began)) != sizeof(began)) return 6;
     const absl::Status saved = (*store)->Save("crash", step,
                                               {{"a", potluck::TensorView::Of(a.data(), kFloats)},
                                                {"b", potluck::TensorView::Of(b.data(), kFloats)}},

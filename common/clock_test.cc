@@ -105,23 +105,37 @@ TEST(SimulatedClock, PastDeadlinesReturnImmediately) {
 
 TEST(SimulatedClock, OneAdvanceWakesEverySleeperWhoseDeadlinePassed) {
   SimulatedClock clock(kStart);
-  std::atomic<int> woken{0};
+  absl::Mutex mu;
+  int woken = 0;  // guarded by mu
+  auto woken_now = [&] {
+    absl::MutexLock lock(&mu);
+    return woken;
+  };
   std::vector<std::thread> sleepers;
   for (int i = 1; i <= 4; ++i) {
-    sleepers.emplace_back([&clock, &woken, i] {
+    sleepers.emplace_back([&clock, &mu, &woken, i] {
       clock.SleepUntil(kStart + absl::Seconds(i));
+      absl::MutexLock lock(&mu);
       ++woken;
     });
   }
   ASSERT_TRUE(clock.WaitForWaiters(4));
   clock.AdvanceBy(absl::Milliseconds(2500));  // passes the deadlines at 1 s and 2 s
-  ASSERT_TRUE(clock.WaitForWaiters(2));
-  LetOtherThreadsRun();
-  EXPECT_EQ(woken, 2);
+  {
+    // The two due sleepers left SleepUntil (and the waiter count) before
+    // counting themselves, so once both have counted, NumWaiters() can only
+    // differ from 2 if a sleeper that was not due woke too.
+    absl::MutexLock lock(&mu);
+    auto two_woke = [&woken] { return woken >= 2; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&two_woke), absl::Seconds(10)))
+        << "the sleepers whose deadlines passed did not wake";
+  }
+  LetOtherThreadsRun();  // only gives a wrongly woken sleeper time to show itself
+  EXPECT_EQ(woken_now(), 2);
   EXPECT_EQ(clock.NumWaiters(), 2);
   clock.AdvanceBy(absl::Seconds(10));
   for (std::thread& t : sleepers) t.join();
-  EXPECT_EQ(woken, 4);
+  EXPECT_EQ(woken_now(), 4);
 }
 
 TEST(RealClock, AwaitWithDeadlineWaitsInRealTime) {

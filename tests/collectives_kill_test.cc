@@ -1,6 +1,7 @@
 // Ranks as separate processes: one is SIGKILLed in the middle of an
-// all-reduce, and every other rank must return an error within its deadline
-// plus one second (design invariant 4: nothing blocks forever).
+// all-reduce, and every other rank must notice (kUnavailable, as
+// communicator.h promises for a vanished member) and return well before its
+// deadline (design invariant 4: nothing blocks forever).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,7 +51,15 @@ std::string ReadLine(FILE* in) {
 
 TEST(CollectivesMultiProcess, SigkilledRankFailsEveryOtherRankWithinTheDeadline) {
   constexpr int kRanks = 4;
-  constexpr int kDeadlineMs = 3000;
+  // Each all-reduce of 16 MiB before the kill must succeed, so a loaded
+  // machine must not be able to push one past its deadline (a few tens of
+  // ms unloaded). Only the kill may end the stream.
+  constexpr int kDeadlineMs = 30000;
+  // What the survivors prove: they return within this of the kill, a third of
+  // the deadline, so it was noticing the dead peer that ended their call, not
+  // waiting it out. Still generous: TCP reports the dead peer's closed links
+  // at once, the rest is scheduling.
+  constexpr absl::Duration kPromptly = absl::Milliseconds(kDeadlineMs / 3);
   std::string pattern = (std::filesystem::path(::testing::TempDir()) / "store-XXXXXX").string();
   const std::string store = mkdtemp(pattern.data());
   std::vector<Child> children;
@@ -79,12 +88,10 @@ TEST(CollectivesMultiProcess, SigkilledRankFailsEveryOtherRankWithinTheDeadline)
     EXPECT_EQ(words[0], "failed");
     int took_ms = 0;
     ASSERT_TRUE(absl::SimpleAtoi(words[1], &took_ms)) << line;
-    EXPECT_LT(took_ms, kDeadlineMs + 1000) << "rank " << rank << ": " << line;
-    EXPECT_TRUE(absl::StrContains(words[2], "UNAVAILABLE") ||
-                absl::StrContains(words[2], "DEADLINE_EXCEEDED"))
-        << line;
+    EXPECT_LT(took_ms, kDeadlineMs) << "rank " << rank << ": " << line;
+    EXPECT_TRUE(absl::StrContains(words[2], "UNAVAILABLE")) << "rank " << rank << ": " << line;
   }
-  EXPECT_LT(absl::Now() - killed, absl::Milliseconds(kDeadlineMs + 1000));
+  EXPECT_LT(absl::Now() - killed, kPromptly);
   std::filesystem::remove_all(store);
 }
 

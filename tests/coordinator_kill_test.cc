@@ -141,11 +141,12 @@ class CoordinatorKillTest : public ::testing::TestWithParam<int> {
         "checkpoint": {"keep_last": 100000}, "access": {"open": true}})");
   }
 
-  // Opens the killed coordinator's directory with the library and checks
+  // Opens a copy of the killed coordinator's directory with the library
+  // (the restart must see the directory as the SIGKILL left it) and checks
   // the invariants against what the workers saw.
   void Verify(int round) {
     CoordinatorOptions options;
-    options.data_dir = data_dir_;
+    options.data_dir = CopyForInspection(data_dir_);
     auto coordinator = Coordinator::Open(options);
     ASSERT_TRUE(coordinator.ok()) << "round " << round << ": " << coordinator.status();
     for (const char* job : kJobs) {

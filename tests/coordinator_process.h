@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -99,6 +100,18 @@ class CoordinatorProcess {
   std::string address_;
   std::string printed_;
 };
+
+// A copy of a stopped or killed coordinator's directory, to inspect with the
+// library: Coordinator::Open reconciles what it finds (a killed run gets a
+// rollback generation written), so opening the directory itself would change
+// what the next real restart sees. Returns the copy's path, DIR.inspected
+// (replaced if it exists).
+inline std::string CopyForInspection(const std::string& dir) {
+  const std::string copy = dir + ".inspected";
+  std::filesystem::remove_all(copy);
+  std::filesystem::copy(dir, copy, std::filesystem::copy_options::recursive);
+  return copy;
+}
 
 }  // namespace potluck
 

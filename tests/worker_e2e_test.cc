@@ -31,7 +31,11 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing_util::WorkerProcess;
-using WorkerE2eTest = testing_util::WorkerE2eFixture;
+
+class WorkerE2eTest : public testing_util::WorkerE2eFixture {
+ protected:
+  void ResumeAtAnotherWorldSize(uint64_t units, uint64_t checkpoint_every);
+};
 
 TEST_F(WorkerE2eTest, SigkilledWorkerLeavesSurvivorsIdenticalAndEverySampleCountedOnce) {
   StartCoordinator(0, 60);
@@ -141,26 +145,70 @@ TEST_F(WorkerE2eTest, RunStoppedAndRestartedEndsBitwiseEqualToAnUninterruptedOne
   EXPECT_EQ(resumed[1], reference[0]);
 }
 
-// The same stop, resumed with three workers instead of two: the data is
-// split anew, and every sample is still trained exactly once.
-TEST_F(WorkerE2eTest, RunResumedWithAnotherWorldSizeTrainsEverySampleOnce) {
-  constexpr uint64_t kSteps = 30;
-  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+// A run killed after a group of three checkpointed, resumed by two workers:
+// the group of two starts from that checkpoint (not from a state one of
+// them kept), the data is split anew, and every sample is still trained
+// exactly once. `units` are steps, or rounds in DiLoCo mode.
+void WorkerE2eTest::ResumeAtAnotherWorldSize(uint64_t units, uint64_t checkpoint_every) {
+  StartCoordinator(0, diloco_inner_steps_ > 0 ? units * diloco_inner_steps_ : units, true,
+                   /*min_workers=*/2);
   std::vector<std::unique_ptr<WorkerProcess>> workers;
-  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
-  ASSERT_GT(KillEverythingAtStep(workers, 13), 0u);
+  for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  uint64_t first_of_three = 0;
+  bool killed = false;
+  Drive(workers, [&](int, const nlohmann::json& line) {
+    if (killed || !line.contains("world")) return;
+    const auto it = world_at_step_.rbegin();
+    if (it == world_at_step_.rend() || it->second != 3) return;
+    if (first_of_three == 0) first_of_three = it->first;
+    // Past two checkpoints of the group of three: one of them is committed.
+    if (it->first >= first_of_three + 2 * checkpoint_every) {
+      for (auto& worker : workers) worker->Kill();
+      coordinator_->Signal(SIGKILL);
+      killed = true;
+    }
+  });
+  ASSERT_TRUE(killed) << "no group of three trained long enough";
+  uint64_t checkpoint = 0;
+  CommittedSequences(&checkpoint);
+  ASSERT_GT(checkpoint, first_of_three);
+  ASSERT_EQ(world_at_step_[checkpoint], 3) << "the checkpoint at " << checkpoint;
 
   StartCoordinator(0, 0);
   workers.clear();
-  for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
-  auto digests = Drive(workers, [](int, const nlohmann::json&) {});
-  ExpectExited(workers, {0, 1, 2});
-  ASSERT_EQ(digests.size(), 3u);
-  EXPECT_EQ(digests[0], digests[1]);
-  EXPECT_EQ(digests[0], digests[2]);
-  EXPECT_EQ(world_at_step_.rbegin()->second, 3);
-  EXPECT_EQ(world_at_step_.size(), kSteps);
-  ExpectLedgerCountsEverySampleOnce(kSteps);
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  std::map<int, nlohmann::json> first_group;
+  std::map<int, std::string> shared;
+  auto digests = Drive(workers, [&](int i, const nlohmann::json& line) {
+    if (line.value("event", "") == "group" && !first_group.contains(i)) first_group[i] = line;
+    if (line.contains("shared_digest")) shared[i] = line["shared_digest"];
+  });
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(first_group.size(), 2u);
+  for (const auto& [i, group] : first_group) {
+    EXPECT_EQ(group["world"], 2) << group.dump();
+    EXPECT_TRUE(group["from_checkpoint"].get<bool>()) << group.dump();
+    EXPECT_EQ(group["resume_step"], checkpoint) << group.dump();
+  }
+  // DiLoCo: the shared (outer) state is one model; inner models differ.
+  std::map<int, std::string>& same = diloco_inner_steps_ > 0 ? shared : digests;
+  ASSERT_EQ(same.size(), 2u);
+  EXPECT_EQ(same[0], same[1]);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  EXPECT_EQ(world_at_step_.size(), units);
+  ExpectLedgerCountsEverySampleOnce(units);
+}
+
+TEST_F(WorkerE2eTest, RunResumedWithAnotherWorldSizeTrainsEverySampleOnce) {
+  ResumeAtAnotherWorldSize(/*units=*/40, /*checkpoint_every=*/5);
+}
+
+// The same in DiLoCo mode with an int8 outer exchange: the outer state (its
+// momentum and error feedback included) resumes at another world size.
+TEST_F(WorkerE2eTest, DilocoRunResumedWithAnotherWorldSizeTrainsEverySampleOnce) {
+  diloco_inner_steps_ = 3;
+  diloco_codec_ = v1::WIRE_CODEC_INT8;
+  ResumeAtAnotherWorldSize(/*units=*/16, /*checkpoint_every=*/3);
 }
 
 // A worker whose gradients turn NaN is caught before its step is applied
@@ -222,6 +270,30 @@ TEST_F(WorkerE2eTest, MpiBackendTrainsAsOneGroupAndResumesAfterTheJobIsKilled) {
   EXPECT_EQ(digests[0], digests[1]);
   EXPECT_EQ(world_at_step_.rbegin()->second, 2);
   ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
+// DiLoCo with an int8 outer exchange on MPI, which has no codecs of its own
+// (the encoded contributions are all-gathered): the ranks end with one outer
+// model, every sample trained once.
+TEST_F(WorkerE2eTest, MpiBackendRunsDilocoWithAnInt8OuterExchange) {
+  diloco_inner_steps_ = 4;
+  diloco_codec_ = v1::WIRE_CODEC_INT8;
+  constexpr uint64_t kRounds = 6;
+  StartCoordinator(0, kRounds * 4, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> job;
+  job.push_back(StartMpiWorkers(2));
+  std::set<std::string> backends;
+  std::vector<std::string> shared;
+  Drive(job, [&](int, const nlohmann::json& line) {
+    if (line.contains("backend")) backends.insert(line["backend"].get<std::string>());
+    if (line.contains("shared_digest")) shared.push_back(line["shared_digest"]);
+  });
+  ExpectExited(job, {0});
+  EXPECT_EQ(backends, std::set<std::string>{"mpi"});
+  ASSERT_EQ(shared.size(), 2u) << job[0]->LogTail();
+  EXPECT_EQ(shared[0], shared[1]);
+  EXPECT_EQ(world_at_step_.size(), kRounds);
+  ExpectLedgerCountsEverySampleOnce(kRounds);
 }
 
 // Without a GPU, --backend nccl fails at once, naming why, instead of

@@ -176,6 +176,7 @@ void WorkerE2eFixture::StartCoordinator(int port, uint64_t max_steps, bool open,
     job.mutable_diloco()->set_outer_learning_rate(0.7);
     job.mutable_diloco()->set_outer_momentum(0.9);
     job.mutable_diloco()->set_inner_time_limit_ms(diloco_time_limit_ms_);
+    job.mutable_diloco()->set_codec(diloco_codec_);
     job.mutable_checkpoint()->set_every_steps(3);  // rounds
   }
   auto submitted = admin_->SubmitJob(admin, job, "submit-1");
@@ -220,7 +221,7 @@ uint64_t WorkerE2eFixture::TrainedSequences() const {
 
 uint64_t WorkerE2eFixture::CommittedSequences(uint64_t* committed_step) {
   CoordinatorOptions options;
-  options.data_dir = CoordinatorDir();
+  options.data_dir = CopyForInspection(CoordinatorDir());
   auto coordinator = Coordinator::Open(options);
   EXPECT_TRUE(coordinator.ok()) << coordinator.status();
   if (!coordinator.ok()) return 0;

@@ -70,7 +70,8 @@ class WorkerE2eFixture : public ::testing::Test {
   // workers arrive interleaved, and a member may die before it prints).
   void Record(const nlohmann::json& line);
   uint64_t TrainedSequences() const;
-  // The committed ledger, read from the stopped coordinator's directory.
+  // The committed ledger, read from a copy of the stopped coordinator's
+  // directory (CopyForInspection: the next restart sees it untouched).
   uint64_t CommittedSequences(uint64_t* committed_step);
   uint64_t EpochSequences() const;
 
@@ -102,6 +103,7 @@ class WorkerE2eFixture : public ::testing::Test {
 
   uint32_t diloco_inner_steps_ = 0;  // > 0: the job trains in diloco mode
   uint32_t diloco_time_limit_ms_ = 0;
+  v1::WireCodec diloco_codec_ = v1::WIRE_CODEC_UNSPECIFIED;
   std::string dir_;
   std::string run_;  // tells apart the directories of a test's separate runs
   Dataset dataset_;

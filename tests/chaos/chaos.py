@@ -47,7 +47,6 @@ import queue
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -278,6 +277,29 @@ class Run:
         self.coordinator = Process("coordinator", argv, os.path.join(self.dir, "coordinator.log"),
                                    self.lines)
 
+    def coordinator_listening(self, timeout):
+        """HOST:PORT from the coordinator's "listening on HOST:PORT" line
+        (the port it chose, for --listen HOST:0)."""
+        deadline = time.time() + timeout
+        others = []  # lines of other processes, put back for drain()
+        try:
+            while True:
+                try:
+                    name, line = self.lines.get(timeout=0.1)
+                except queue.Empty:
+                    if not self.coordinator.alive() or time.time() > deadline:
+                        raise RuntimeError(
+                            "the coordinator printed no 'listening on' line; see "
+                            + self.coordinator.log.name) from None
+                    continue
+                text = line.get("text", "")
+                if name == "coordinator" and "listening on " in text:
+                    return text.split("listening on ", 1)[1].split()[0]
+                others.append((name, line))
+        finally:
+            for item in others:
+                self.lines.put(item)
+
     def submit(self):
         spec_path = os.path.join(self.dir, "job.json")
         with open(spec_path, "w") as f:
@@ -385,8 +407,12 @@ def fault_free(args, dirs, potluck, steps):
     and how long a step takes."""
     net = Network("", ["c"] + [f"w{i}" for i in range(args.workers)], enabled=False)
     r = Run(args, dirs, potluck, args.dataset, "fault-free", net, make_job(args, steps))
-    r.address = f"127.0.0.1:{free_port()}"
+    # Port 0: the coordinator binds a free port itself and prints it, so no
+    # other process can take it between a probe and the bind. This run never
+    # restarts its coordinator, so the port need not be known in advance.
+    r.address = "127.0.0.1:0"
     r.start_coordinator()
+    r.address = r.coordinator_listening(timeout=60)
     r.submit()
     for i in range(args.workers):
         r.start_worker(i)
@@ -409,12 +435,6 @@ def fault_free(args, dirs, potluck, steps):
 def tail(path, lines=3):
     with open(path, errors="replace") as f:
         return " | ".join(f.read().strip().splitlines()[-lines:])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
