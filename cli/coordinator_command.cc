@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +20,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 
+#include "cli/internal/signal_watcher.h"
 #include "common/failure.h"
 #include "common/status.h"
 #include "coordinator/coordinator.h"
@@ -148,13 +152,13 @@ void PrintJob(const v1::JobStatus& job) {
 
 absl::Status RunCoordinatorServer(const CoordinatorCommandArgs& args) {
   if (args.lease_seconds < 1) return absl::InvalidArgumentError("--lease-seconds must be >= 1");
-  // Every thread started from here on inherits the blocked signals, so only
-  // sigtimedwait below sees SIGINT and SIGTERM.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A signal during the start is acted on once the server runs.
+  cli_internal::SignalWatcher signals;
+  std::atomic<int> signal_number{0};
+  absl::Notification signalled;
+  signals.Handle([&](int number) {
+    if (signal_number.exchange(number) == 0) signalled.Notify();
+  });
 
   std::error_code error;
   std::filesystem::create_directories(args.data_dir, error);
@@ -179,13 +183,7 @@ absl::Status RunCoordinatorServer(const CoordinatorCommandArgs& args) {
             << (args.tls_cert_file.empty() ? "plaintext" : "TLS") << "), admin token in "
             << (std::filesystem::path(args.data_dir) / kAdminTokenFile).string() << std::endl;
 
-  int signal_number = -1;
-  while (signal_number < 0) {
-    const timespec one_second{1, 0};
-    signal_number = sigtimedwait(&signals, nullptr, &one_second);
-    if (signal_number < 0 && errno != EAGAIN && errno != EINTR) {
-      return ErrnoStatus(errno, "waiting for a signal");
-    }
+  while (!signalled.WaitForNotificationWithTimeout(absl::Seconds(1))) {
     const absl::Status ticked = coordinator->Tick();  // leases of silent jobs expire too
     if (!ticked.ok()) std::cerr << "potluck coordinator: " << ticked << "\n";
   }

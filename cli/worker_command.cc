@@ -1,13 +1,9 @@
 #include "cli/worker_command.h"
 
-#include <signal.h>
-
-#include <atomic>
 #include <cmath>
 #include <iostream>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
+#include "cli/internal/signal_watcher.h"
 #include "common/status.h"
 #ifdef POTLUCK_WITH_TORCH
 #include "coordinator/grpc_client.h"
@@ -44,35 +41,8 @@ struct WorkerArgs {
 };
 
 #ifdef POTLUCK_WITH_TORCH
-// Calls `on_signal` when SIGINT or SIGTERM arrives, from a thread of its own
-// (the runtime's Stop() is not async-signal-safe). Block the signals before
-// any other thread starts, so they all inherit the mask.
-class SignalWatcher {
- public:
-  explicit SignalWatcher(std::function<void()> on_signal) {
-    sigemptyset(&signals_);
-    sigaddset(&signals_, SIGINT);
-    sigaddset(&signals_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
-    thread_ = std::thread([this, on_signal] {
-      const timespec tick{0, 200 * 1000 * 1000};
-      while (!done_) {
-        if (sigtimedwait(&signals_, nullptr, &tick) > 0) on_signal();
-      }
-    });
-  }
-  ~SignalWatcher() {
-    done_ = true;
-    thread_.join();
-  }
-
- private:
-  sigset_t signals_;
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-
 int RunWorker(const WorkerArgs& args) {
+  cli_internal::SignalWatcher signals;  // first: see signal_watcher.h
   WorkerOptions options;
   options.state_dir = args.state_dir;
   const absl::StatusOr<Device> device = ParseDevice(args.device);
@@ -181,11 +151,9 @@ int RunWorker(const WorkerArgs& args) {
     std::cerr << "potluck worker: " << runtime.status() << "\n";
     return 2;
   }
-  absl::Status result;
-  {
-    SignalWatcher signals([&runtime] { (*runtime)->Stop(); });
-    result = (*runtime)->Run();
-  }
+  signals.Handle([&runtime](int) { (*runtime)->Stop(); });
+  const absl::Status result = (*runtime)->Run();
+  signals.Handle(nullptr);  // the runtime is about to go
   if (!result.ok()) {
     std::cerr << "potluck worker " << (*runtime)->worker_id() << ": " << result << "\n";
     return 2;

@@ -2,6 +2,8 @@
 // codes, streams, bad input and TLS behave as server.h and grpc_client.h say.
 #include <cstdlib>
 #include <numeric>
+#include <string>
+#include <utility>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -489,11 +491,17 @@ class TlsTest : public ServiceTest {
     CoordinatorFixture::SetUp();
     cert_ = (dir_ / "cert.pem").string();
     key_ = (dir_ / "key.pem").string();
-    const std::string command = absl::StrCat(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-        "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
-        key_, " -out ", cert_, " >/dev/null 2>&1");
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    other_cert_ = (dir_ / "other-cert.pem").string();
+    // The coordinator's pair, and another one for the same names that a
+    // client may wrongly trust.
+    for (const auto& [key, cert] :
+         {std::pair{key_, cert_}, std::pair{(dir_ / "other-key.pem").string(), other_cert_}}) {
+      const std::string command = absl::StrCat(
+          "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+          key, " -out ", cert, " >/dev/null 2>&1");
+      ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    }
     CoordinatorServerOptions options;
     options.tls_cert_file = cert_;
     options.tls_key_file = key_;
@@ -501,10 +509,10 @@ class TlsTest : public ServiceTest {
     client_options.tls_root_cert_file = cert_;
     StartServer(options, client_options);
   }
-  std::string cert_, key_;
+  std::string cert_, key_, other_cert_;
 };
 
-TEST_F(TlsTest, TrustedClientConnectsAndInsecureClientFailsCleanly) {
+TEST_F(TlsTest, TrustedClientConnectsAndInsecureOrMistrustingClientsFailCleanly) {
   SubmitAndJoin({"a"});
   auto job = client_->GetJob("job-1");
   ASSERT_TRUE(job.ok()) << job.status();
@@ -516,6 +524,15 @@ TEST_F(TlsTest, TrustedClientConnectsAndInsecureClientFailsCleanly) {
   ASSERT_TRUE(insecure.ok());
   const absl::Status status = (*insecure)->GetJob("job-1").status();
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+
+  // Trusting another CA, for the same names: the handshake fails.
+  GrpcClientOptions other_ca;
+  other_ca.deadline = absl::Seconds(5);
+  other_ca.tls_root_cert_file = other_cert_;
+  auto mistrusting = NewGrpcClient(address_, other_ca);
+  ASSERT_TRUE(mistrusting.ok()) << mistrusting.status();
+  const absl::Status refused = (*mistrusting)->GetJob("job-1").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
 
   GrpcClientOptions missing;
   missing.tls_root_cert_file = (dir_ / "nope.pem").string();

@@ -211,6 +211,63 @@ TEST_F(WorkerE2eTest, DilocoRunResumedWithAnotherWorldSizeTrainsEverySampleOnce)
   ResumeAtAnotherWorldSize(/*units=*/16, /*checkpoint_every=*/3);
 }
 
+// Ctrl-C on a worker: it leaves the job at once (the coordinator holds it
+// dead because it left, while its lease would still be running) and exits
+// 0 with its digest; the other finishes with every sample once.
+TEST_F(WorkerE2eTest, InterruptedWorkerLeavesAtOnceAndTheOtherFinishes) {
+  constexpr uint64_t kSteps = 30;
+  StartCoordinator(0, kSteps);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  absl::Time interrupted = absl::InfiniteFuture();
+  std::vector<v1::WorkerInfo> when_it_said_done;
+  std::string interrupted_id;
+  auto digests = Drive(workers, [&](int i, const nlohmann::json& line) {
+    if (i == 1 && line.contains("done")) {
+      interrupted_id = line["worker"];
+      auto listed = admin_->ListWorkers("e2e");
+      ASSERT_TRUE(listed.ok()) << listed.status();
+      when_it_said_done = *listed;
+    }
+    if (interrupted == absl::InfiniteFuture() && line.value("world", 0) == 2 &&
+        line.value("step", uint64_t{0}) >= 8) {
+      workers[1]->Signal(SIGINT);
+      interrupted = absl::Now();
+    }
+  });
+  ASSERT_NE(interrupted, absl::InfiniteFuture());
+  ExpectExited(workers, {0, 1});
+  ASSERT_FALSE(interrupted_id.empty()) << workers[1]->LogTail();
+  EXPECT_EQ(digests.count(1), 1u);
+  bool found = false;
+  for (const v1::WorkerInfo& worker : when_it_said_done) {
+    if (worker.worker_id() != interrupted_id) continue;
+    found = true;
+    EXPECT_EQ(worker.phase(), v1::WorkerInfo::PHASE_DEAD) << worker.DebugString();
+    EXPECT_EQ(worker.dead_reason(), "left") << worker.DebugString();
+  }
+  EXPECT_TRUE(found) << interrupted_id;
+  EXPECT_EQ(world_at_step_.size(), kSteps);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 1);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
+// A coordinator serving TLS: workers given its CA (--tls-ca) train to the
+// end. (A client trusting another CA is refused: service_test's TlsTest.)
+TEST_F(WorkerE2eTest, WorkersTrustingTheCoordinatorsCaTrainOverTls) {
+  constexpr uint64_t kSteps = 12;
+  tls_cert_ = MakeTlsCertificate("coordinator");
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
+  auto digests = Drive(workers, [](int, const nlohmann::json&) {});
+  ExpectExited(workers, {0, 1});
+  ASSERT_EQ(digests.count(0), 1u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(world_at_step_.size(), kSteps);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
 // A worker whose gradients turn NaN is caught before its step is applied
 // anywhere and leaves; the others redo the step without it and end with
 // the same, finite model.

@@ -87,8 +87,10 @@ bool WorkerProcess::Exited(int* code) {
   return true;
 }
 
-void WorkerProcess::Kill() {
-  if (pid_ > 0) kill(pid_, SIGKILL);
+void WorkerProcess::Kill() { Signal(SIGKILL); }
+
+void WorkerProcess::Signal(int signal_number) {
+  if (pid_ > 0) kill(pid_, signal_number);
 }
 
 std::string WorkerProcess::LogTail() const {
@@ -130,7 +132,11 @@ void WorkerE2eFixture::StartCoordinator(int port, uint64_t max_steps, bool open,
   for (int attempt = 0; attempt < 5; ++attempt) {
     coordinator_ = std::make_unique<CoordinatorProcess>();
     coordinator_->set_listen(absl::StrCat("127.0.0.1:", port));
-    error = coordinator_->Start(POTLUCK_BINARY, CoordinatorDir(), {"--lease-seconds", "2"});
+    std::vector<std::string> flags = {"--lease-seconds", "2"};
+    if (!tls_cert_.empty()) {
+      flags.insert(flags.end(), {"--tls-cert", tls_cert_, "--tls-key", tls_cert_ + ".key"});
+    }
+    error = coordinator_->Start(POTLUCK_BINARY, CoordinatorDir(), flags);
     // A restart's fixed port can be held for a moment by another
     // process's outgoing connection: the workers only need it back soon.
     if (error.empty() || port == 0) break;
@@ -144,6 +150,7 @@ void WorkerE2eFixture::StartCoordinator(int port, uint64_t max_steps, bool open,
   token_file >> admin;
   GrpcClientOptions options;
   options.admin_token = admin;  // for the admin's reads (ListWorkers)
+  options.tls_root_cert_file = tls_cert_;
   auto client = NewGrpcAdmin(address_, options);
   ASSERT_TRUE(client.ok());
   admin_ = std::move(*client);
@@ -183,6 +190,16 @@ void WorkerE2eFixture::StartCoordinator(int port, uint64_t max_steps, bool open,
   ASSERT_TRUE(submitted.ok()) << submitted.status();
 }
 
+std::string WorkerE2eFixture::MakeTlsCertificate(const std::string& name) {
+  const std::string cert = absl::StrCat(dir_, "/", name, ".pem");
+  const std::string command = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+      cert, ".key -out ", cert, " >/dev/null 2>&1");
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  return cert;
+}
+
 std::unique_ptr<WorkerProcess> WorkerE2eFixture::StartWorker(
     int index, const std::string& token, const std::vector<std::string>& extra) {
   auto worker = std::make_unique<WorkerProcess>();
@@ -193,6 +210,10 @@ std::unique_ptr<WorkerProcess> WorkerE2eFixture::StartWorker(
   if (!token.empty()) {
     args.push_back("--token");
     args.push_back(token);
+  }
+  if (!tls_cert_.empty()) {
+    args.push_back("--tls-ca");
+    args.push_back(tls_cert_);
   }
   args.insert(args.end(), extra.begin(), extra.end());
   worker->Start(args, state + ".log");

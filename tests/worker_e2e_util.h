@@ -39,6 +39,7 @@ class WorkerProcess {
   // Whether it has exited (non-blocking); its exit code in *code.
   bool Exited(int* code);
   void Kill();
+  void Signal(int signal_number);
   std::string LogTail() const;
 
  private:
@@ -101,6 +102,13 @@ class WorkerE2eFixture : public ::testing::Test {
   // (MPI ranks, which are mpirun's children, not ours).
   void KillProcessesOfThisTest();
 
+  // Non-empty: the coordinator serves TLS with this self-signed certificate
+  // (made by MakeTlsCertificate), which the admin client and every worker
+  // (--tls-ca) trust.
+  std::string tls_cert_;
+  // A self-signed certificate and key for localhost and 127.0.0.1, made by
+  // the openssl command line as a user would; returns the certificate's path.
+  std::string MakeTlsCertificate(const std::string& name);
   uint32_t diloco_inner_steps_ = 0;  // > 0: the job trains in diloco mode
   uint32_t diloco_time_limit_ms_ = 0;
   v1::WireCodec diloco_codec_ = v1::WIRE_CODEC_UNSPECIFIED;
