@@ -35,7 +35,9 @@ class NcclBackend final : public ThreadGroupBackend {
     return documented;
   }
   std::string CannotRun(int world_size) const override {
-    if (CudaDeviceCount() >= world_size) return "";
+    // Where run.sh says the GPUs are there, run: a driver that cannot use
+    // them fails the test instead of skipping it (common/gpu_test_util.h).
+    if (CudaDeviceCount() >= world_size || ExpectedGpus() >= world_size) return "";
     return absl::StrCat("needs ", world_size, " GPU(s) (one per rank); ", DescribeGpus());
   }
 

@@ -25,6 +25,16 @@ TEST(Gpu, DescriptionMatchesTheBuild) {
   }
 }
 
+// tests/gpu/run.sh counts the GPUs with nvidia-smi: this process must see
+// them all (a driver or runtime error reads as "no device" to the other
+// tests, which would then skip).
+TEST(Gpu, SeesEveryGpuTheMachineHas) {
+  if (ExpectedGpus() == 0)
+    GTEST_SKIP() << "POTLUCK_EXPECT_GPUS is not set (tests/gpu/run.sh sets it)";
+  EXPECT_TRUE(BuiltWithCuda());
+  EXPECT_GE(CudaDeviceCount(), ExpectedGpus()) << DescribeGpus();
+}
+
 // Proves the CUDA build links and runs: bytes go to device memory and back.
 TEST(Gpu, CopiesThroughDeviceMemory) {
   POTLUCK_SKIP_WITHOUT_GPU(1);
