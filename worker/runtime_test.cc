@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "common/failure.h"
+#include "common/status.h"
 #include "coordinator/in_process_client.h"
 #include "data/dataset.h"
 #include "worker/model_io.h"
@@ -26,12 +28,38 @@ namespace {
 constexpr uint32_t kContext = 16;
 constexpr int64_t kMicro = 4;
 
-// Forwards to `inner`, except that the first `failures` AcquireShard calls
-// find the coordinator unreachable (a blip while leasing).
-class LeaseBlipClient final : public CoordinatorClient {
+std::string ReadFileOrDie(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// What a worker's client does wrong in a test.
+struct ClientFaults {
+  // The first lease_blips AcquireShard calls find the coordinator
+  // unreachable (a blip while leasing).
+  int lease_blips = 0;
+  // The job's dataset is not on this machine: the manifest path the job
+  // names is elsewhere, so the worker fetches the files from the
+  // coordinator.
+  bool remote_data = false;
+  // Fetches of this file arrive with one byte flipped: the first
+  // `corrupt_fetches` of them.
+  std::string corrupt_file;
+  int corrupt_fetches = 0;
+};
+
+// Forwards to `inner`, with `faults`; counts the files fetched.
+class FaultyClient final : public CoordinatorClient {
  public:
-  LeaseBlipClient(std::unique_ptr<CoordinatorClient> inner, int failures)
-      : inner_(std::move(inner)), failures_(failures) {}
+  FaultyClient(std::unique_ptr<CoordinatorClient> inner, ClientFaults faults)
+      : inner_(std::move(inner)), faults_(std::move(faults)), failures_(faults_.lease_blips) {}
+
+  // How many times each file was fetched.
+  std::map<std::string, int> fetched() {
+    absl::MutexLock lock(&mu_);
+    return fetched_;
+  }
 
   absl::StatusOr<ShardLease> AcquireShard(absl::string_view job_id,
                                           absl::string_view worker_id) override {
@@ -39,7 +67,11 @@ class LeaseBlipClient final : public CoordinatorClient {
     return inner_->AcquireShard(job_id, worker_id);
   }
   absl::StatusOr<v1::JobStatus> GetJob(absl::string_view job_id) override {
-    return inner_->GetJob(job_id);
+    ASSIGN_OR_RETURN(v1::JobStatus job, inner_->GetJob(job_id));
+    if (faults_.remote_data) {
+      job.mutable_spec()->mutable_dataset()->set_manifest("/nonexistent/on/this/worker");
+    }
+    return job;
   }
   absl::StatusOr<WorkerStatus> Join(const JoinRequest& request) override {
     return inner_->Join(request);
@@ -87,12 +119,21 @@ class LeaseBlipClient final : public CoordinatorClient {
   }
   absl::StatusOr<std::string> FetchDatasetFile(absl::string_view job_id,
                                                absl::string_view name) override {
-    return inner_->FetchDatasetFile(job_id, name);
+    ASSIGN_OR_RETURN(std::string bytes, inner_->FetchDatasetFile(job_id, name));
+    absl::MutexLock lock(&mu_);
+    const int fetches = ++fetched_[std::string(name)];
+    if (name == faults_.corrupt_file && fetches <= faults_.corrupt_fetches && !bytes.empty()) {
+      bytes[bytes.size() / 2] ^= 0x10;
+    }
+    return bytes;
   }
 
  private:
   std::unique_ptr<CoordinatorClient> inner_;
+  const ClientFaults faults_;
   std::atomic<int> failures_;
+  absl::Mutex mu_;
+  std::map<std::string, int> fetched_ ABSL_GUARDED_BY(mu_);
 };
 
 class RuntimeTest : public ::testing::Test {
@@ -178,20 +219,18 @@ class RuntimeTest : public ::testing::Test {
   }
 
   // Runs `count` workers on threads to the end; `on_step(index, progress)`
-  // is called beside the recording; `lease_blips[i]`: how many of worker
-  // i's first AcquireShard calls find the coordinator unreachable. Returns
-  // each worker's Run() status.
+  // is called beside the recording; `faults[i]`: what worker i's client
+  // does wrong (its FaultyClient is left in clients_[i]). Returns each
+  // worker's Run() status.
   std::vector<absl::Status> RunWorkers(
       int count, std::vector<std::unique_ptr<WorkerRuntime>>* workers,
       const std::function<void(int, const WorkerProgress&)>& on_step = nullptr,
-      const std::vector<int>& lease_blips = {}) {
-    std::vector<std::unique_ptr<CoordinatorClient>> clients;
+      const std::vector<ClientFaults>& faults = {}) {
+    std::vector<std::unique_ptr<CoordinatorClient>>& clients = clients_;
     for (int i = 0; i < count; ++i) {
-      clients.push_back(NewInProcessClient(coordinator_.get()));
-      if (i < static_cast<int>(lease_blips.size()) && lease_blips[i] > 0) {
-        clients.back() =
-            std::make_unique<LeaseBlipClient>(std::move(clients.back()), lease_blips[i]);
-      }
+      clients.push_back(std::make_unique<FaultyClient>(
+          NewInProcessClient(coordinator_.get()),
+          i < static_cast<int>(faults.size()) ? faults[i] : ClientFaults{}));
       WorkerOptions options = Options(i);
       options.on_step = [this, i, on_step](const WorkerProgress& p) {
         if (on_step) on_step(i, p);
@@ -217,6 +256,7 @@ class RuntimeTest : public ::testing::Test {
   Dataset dataset_;
   std::unique_ptr<Coordinator> coordinator_;
   v1::JobSpec job_;
+  std::vector<std::unique_ptr<CoordinatorClient>> clients_;  // FaultyClients, by worker
 };
 
 // Issue 15: a committed checkpoint the job's model cannot load (here one
@@ -392,7 +432,8 @@ TEST_F(RuntimeTest, DilocoWorkerWaitsOutACoordinatorBlipWhileLeasingAndTrainsIts
 
   constexpr int kWorkers = 2;
   std::vector<std::unique_ptr<WorkerRuntime>> workers;
-  const std::vector<absl::Status> results = RunWorkers(kWorkers, &workers, nullptr, {0, 3});
+  const std::vector<absl::Status> results =
+      RunWorkers(kWorkers, &workers, nullptr, {{}, {.lease_blips = 3}});
   ASSERT_EQ(results.size(), static_cast<size_t>(kWorkers));
   for (int i = 0; i < kWorkers; ++i) {
     ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
@@ -402,6 +443,51 @@ TEST_F(RuntimeTest, DilocoWorkerWaitsOutACoordinatorBlipWhileLeasingAndTrainsIts
   }
   EXPECT_EQ(CommittedSequences(), TrainedSequences());
   EXPECT_EQ(CommittedSequences(), 12u * 8);
+}
+
+// A volunteer without the job's files fetches them from the coordinator
+// into its cache, verifying each shard's checksum: a shard that arrives
+// damaged once is fetched again, and the group trains to the end with one
+// model and every sample counted once; the cached shards are the job's
+// bytes.
+TEST_F(RuntimeTest, AWorkerWithoutTheDataFetchesItVerifiedFromTheCoordinator) {
+  const std::string shard = dataset_.train.front().file;
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  const std::vector<absl::Status> results =
+      RunWorkers(2, &workers, nullptr,
+                 {{.remote_data = true, .corrupt_file = shard, .corrupt_fetches = 1}, {}});
+  ASSERT_EQ(results.size(), 2u);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(results[i].ok()) << "worker " << i << ": " << results[i];
+  EXPECT_EQ(workers[0]->StateDigest(), workers[1]->StateDigest());
+  EXPECT_EQ(CommittedSequences(), TrainedSequences());
+
+  const std::map<std::string, int> fetched =
+      static_cast<FaultyClient*>(clients_[0].get())->fetched();
+  EXPECT_EQ(fetched.at(std::string(kManifestFile)), 1);
+  EXPECT_EQ(fetched.at(shard), 2) << "the damaged copy was kept";
+  for (const auto* split : {&dataset_.train, &dataset_.validation}) {
+    for (const ShardInfo& info : *split) {
+      EXPECT_EQ(ReadFileOrDie(absl::StrCat(dir_, "/worker0/cache/rt/", info.file)),
+                ReadFileOrDie(absl::StrCat(dataset_.dir, "/", info.file)))
+          << info.file;
+    }
+  }
+  EXPECT_TRUE(static_cast<FaultyClient*>(clients_[1].get())->fetched().empty())
+      << "a worker with the data fetched it";
+}
+
+// A shard that arrives damaged every time is never trained on: the worker
+// stops, naming the file and the checksum, and reports nothing.
+TEST_F(RuntimeTest, AShardThatAlwaysArrivesDamagedStopsTheWorkerNamingIt) {
+  const std::string shard = dataset_.train.front().file;
+  std::vector<std::unique_ptr<WorkerRuntime>> workers;
+  const std::vector<absl::Status> results = RunWorkers(
+      1, &workers, nullptr, {{.remote_data = true, .corrupt_file = shard, .corrupt_fetches = 100}});
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].code(), absl::StatusCode::kDataLoss) << results[0];
+  EXPECT_THAT(results[0].message(), ::testing::HasSubstr(shard));
+  EXPECT_EQ(TrainedSequences(), 0u);
+  EXPECT_EQ(CommittedSequences(), 0u);
 }
 
 }  // namespace

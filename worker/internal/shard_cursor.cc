@@ -49,13 +49,19 @@ absl::StatusOr<Dataset> OpenJobDataset(Session* session, const v1::JobSpec& job,
   for (const auto* split : {&dataset.train, &dataset.validation}) {
     for (const ShardInfo& shard : *split) {
       const std::string path = cache + "/" + shard.file;
-      // A cached shard that verifies is kept; TokenShard::Open checks it.
-      if (TokenShard::Open(path, dataset.vocab_size).ok()) continue;
-      ASSIGN_OR_RETURN(std::string bytes, session->Retry([&] {
-        return client->FetchDatasetFile(job_id, shard.file);
-      }));
-      RETURN_IF_ERROR(WriteFile(path, bytes));
-      RETURN_IF_ERROR(TokenShard::Open(path, dataset.vocab_size).status());
+      // A cached shard that verifies is kept; TokenShard::Open checks it
+      // (its checksum included). One that arrives damaged is fetched once
+      // more before the worker gives up on it.
+      absl::Status verified = TokenShard::Open(path, dataset.vocab_size).status();
+      for (int fetch = 0; fetch < 2 && !verified.ok(); ++fetch) {
+        ASSIGN_OR_RETURN(std::string bytes, session->Retry([&] {
+          return client->FetchDatasetFile(job_id, shard.file);
+        }));
+        RETURN_IF_ERROR(WriteFile(path, bytes));
+        verified = TokenShard::Open(path, dataset.vocab_size).status();
+      }
+      RETURN_IF_ERROR(
+          Annotate(verified, absl::StrCat("fetched from the coordinator: ", shard.file)));
     }
   }
   return dataset;
