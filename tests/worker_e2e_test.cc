@@ -330,6 +330,46 @@ TEST_F(WorkerE2eTest, MpiBackendTrainsAsOneGroupAndResumesAfterTheJobIsKilled) {
   ExpectLedgerCountsEverySampleOnce(kSteps);
 }
 
+// Static MPI: a rank that dies takes the whole MPI job down promptly (an MPI
+// collective cannot be cancelled, so no rank is left waiting on it), and the
+// job started again resumes and finishes with the ranks identical and every
+// sample trained once.
+TEST_F(WorkerE2eTest, MpiJobIsTornDownWhenOneRankDiesAndResumes) {
+  constexpr uint64_t kSteps = 24;
+  StartCoordinator(0, kSteps, true, /*min_workers=*/2);
+  std::vector<std::unique_ptr<WorkerProcess>> job;
+  job.push_back(StartMpiWorkers(2));
+  absl::Time killed_at = absl::InfiniteFuture();
+  Drive(
+      job,
+      [&](int, const nlohmann::json& line) {
+        if (killed_at != absl::InfiniteFuture() || line.value("step", uint64_t{0}) < 8) return;
+        const std::vector<pid_t> ranks = ProcessesOfThisTest(/*ranks_only=*/true);
+        ASSERT_EQ(ranks.size(), 2u);
+        kill(ranks[1], SIGKILL);
+        killed_at = absl::Now();
+      },
+      absl::Seconds(90));
+  ASSERT_NE(killed_at, absl::InfiniteFuture()) << job[0]->LogTail();
+  int code = 0;
+  ASSERT_TRUE(job[0]->Exited(&code)) << "mpirun still runs";
+  EXPECT_NE(code, 0);
+  EXPECT_LT(absl::Now() - killed_at, absl::Seconds(30));
+  EXPECT_TRUE(ProcessesOfThisTest(/*ranks_only=*/true).empty()) << "a rank outlived the job";
+
+  job.clear();
+  job.push_back(StartMpiWorkers(2));
+  std::vector<std::string> digests;
+  Drive(job, [&](int, const nlohmann::json& line) {
+    if (line.contains("digest")) digests.push_back(line["digest"]);
+  });
+  ExpectExited(job, {0});
+  ASSERT_EQ(digests.size(), 2u) << job[0]->LogTail();
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_EQ(world_at_step_.rbegin()->second, 2);
+  ExpectLedgerCountsEverySampleOnce(kSteps);
+}
+
 // DiLoCo with an int8 outer exchange on MPI, which has no codecs of its own
 // (the encoded contributions are all-gathered): the ranks end with one outer
 // model, every sample trained once.

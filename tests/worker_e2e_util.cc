@@ -358,14 +358,25 @@ std::unique_ptr<WorkerProcess> WorkerE2eFixture::StartMpiWorkers(int ranks) {
   return job;
 }
 
-void WorkerE2eFixture::KillProcessesOfThisTest() {
+std::vector<pid_t> WorkerE2eFixture::ProcessesOfThisTest(bool ranks_only) const {
+  std::vector<pid_t> pids;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     const std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "cmdline");
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(dir_) != std::string::npos) kill(std::stoi(name), SIGKILL);
+    if (cmdline.find(dir_) == std::string::npos) continue;
+    // NUL-separated arguments: a rank runs `potluck worker`.
+    if (ranks_only && !cmdline.starts_with(std::string(POTLUCK_BINARY) + '\0' + "worker" + '\0')) {
+      continue;
+    }
+    pids.push_back(std::stoi(name));
   }
+  return pids;
+}
+
+void WorkerE2eFixture::KillProcessesOfThisTest() {
+  for (pid_t pid : ProcessesOfThisTest(/*ranks_only=*/false)) kill(pid, SIGKILL);
 }
 
 }  // namespace potluck::testing_util

@@ -98,8 +98,11 @@ class WorkerE2eFixture : public ::testing::Test {
   // `potluck worker --backend mpi` as `ranks` processes under one mpirun.
   std::unique_ptr<WorkerProcess> StartMpiWorkers(int ranks);
 
-  // SIGKILLs every process whose command line names this test's directory
-  // (MPI ranks, which are mpirun's children, not ours).
+  // The processes whose command line names this test's directory (MPI
+  // ranks, which are mpirun's children, not ours), or only the `potluck
+  // worker` ones among them (the ranks, not mpirun or the coordinator).
+  std::vector<pid_t> ProcessesOfThisTest(bool ranks_only) const;
+  // SIGKILLs every one of them.
   void KillProcessesOfThisTest();
 
   // Non-empty: the coordinator serves TLS with this self-signed certificate
