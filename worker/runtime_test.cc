@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <map>
 #include <thread>
@@ -12,6 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 
 #include "common/failure.h"
@@ -49,11 +51,54 @@ struct ClientFaults {
   int corrupt_fetches = 0;
 };
 
-// Forwards to `inner`, with `faults`; counts the files fetched.
+// A part of a split upload that the coordinator accepted.
+struct LandedPart {
+  uint64_t step = 0;
+  uint32_t parts = 0;
+  uint64_t bytes = 0;
+};
+
+// Forwards a checkpoint part; once the coordinator accepted it, calls
+// `landed` with its bytes.
+class CountingPartWriter final : public CheckpointPartWriter {
+ public:
+  CountingPartWriter(std::unique_ptr<CheckpointPartWriter> inner,
+                     std::function<void(uint64_t bytes)> landed)
+      : inner_(std::move(inner)), landed_(std::move(landed)) {}
+  absl::Status BeginSlice(absl::string_view name, EntryKind kind, DType dtype,
+                          std::vector<int64_t> shape, uint64_t offset, uint64_t count) override {
+    return inner_->BeginSlice(name, kind, dtype, std::move(shape), offset, count);
+  }
+  absl::Status Append(const void* data, size_t size_bytes) override {
+    bytes_ += size_bytes;
+    return inner_->Append(data, size_bytes);
+  }
+  absl::StatusOr<bool> Finish() override {
+    absl::StatusOr<bool> finished = inner_->Finish();
+    if (finished.ok()) landed_(bytes_);
+    return finished;
+  }
+
+ private:
+  const std::unique_ptr<CheckpointPartWriter> inner_;
+  const std::function<void(uint64_t)> landed_;
+  uint64_t bytes_ = 0;
+};
+
+// Forwards to `inner`, with `faults`; counts the files fetched and the
+// checkpoint bytes uploaded.
 class FaultyClient final : public CoordinatorClient {
  public:
   FaultyClient(std::unique_ptr<CoordinatorClient> inner, ClientFaults faults)
       : inner_(std::move(inner)), faults_(std::move(faults)), failures_(faults_.lease_blips) {}
+
+  // The parts of split uploads the coordinator accepted, and how many whole
+  // uploads there were.
+  std::vector<LandedPart> landed_parts() {
+    absl::MutexLock lock(&mu_);
+    return landed_parts_;
+  }
+  int whole_uploads() const { return whole_uploads_; }
 
   // How many times each file was fetched.
   std::map<std::string, int> fetched() {
@@ -102,12 +147,18 @@ class FaultyClient final : public CoordinatorClient {
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> BeginCheckpoint(absl::string_view job_id,
                                                                     absl::string_view worker_id,
                                                                     uint64_t step) override {
+    ++whole_uploads_;
     return inner_->BeginCheckpoint(job_id, worker_id, step);
   }
   absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> BeginCheckpointPart(
       absl::string_view job_id, absl::string_view worker_id, uint64_t step, uint32_t part,
       uint32_t parts) override {
-    return inner_->BeginCheckpointPart(job_id, worker_id, step, part, parts);
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointPartWriter> writer,
+                     inner_->BeginCheckpointPart(job_id, worker_id, step, part, parts));
+    return std::make_unique<CountingPartWriter>(std::move(writer), [=, this](uint64_t bytes) {
+      absl::MutexLock lock(&mu_);
+      landed_parts_.push_back({step, parts, bytes});
+    });
   }
   absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenLatestCheckpoint(
       absl::string_view job_id) override {
@@ -132,8 +183,10 @@ class FaultyClient final : public CoordinatorClient {
   std::unique_ptr<CoordinatorClient> inner_;
   const ClientFaults faults_;
   std::atomic<int> failures_;
+  std::atomic<int> whole_uploads_{0};
   absl::Mutex mu_;
   std::map<std::string, int> fetched_ ABSL_GUARDED_BY(mu_);
+  std::vector<LandedPart> landed_parts_ ABSL_GUARDED_BY(mu_);
 };
 
 class RuntimeTest : public ::testing::Test {
@@ -318,6 +371,30 @@ TEST_F(RuntimeTest, ThreeWorkersTrainTheSameModelAndTheLedgerCountsEverySampleOn
   // Every sequence the 12 steps trained is counted, once.
   EXPECT_EQ(CommittedSequences(), TrainedSequences());
   EXPECT_GE(CommittedSequences(), 12u * 8);
+
+  // No volunteer sends the whole model: a checkpoint taken by the group of
+  // three went up as a split upload, each member sending about a third
+  // (rank 0 adds the small blobs), and the parts tile it exactly.
+  std::map<uint64_t, std::vector<uint64_t>> split_by_three;  // step -> each part's bytes
+  for (int i = 0; i < kWorkers; ++i) {
+    FaultyClient& client = *static_cast<FaultyClient*>(clients_[i].get());
+    EXPECT_EQ(client.whole_uploads(), 0) << "worker " << i;
+    for (const LandedPart& part : client.landed_parts()) {
+      if (part.parts == 3) split_by_three[part.step].push_back(part.bytes);
+    }
+  }
+  ASSERT_TRUE(split_by_three.contains(12)) << "the last checkpoint was not the group of three's";
+  for (const auto& [step, parts] : split_by_three) {
+    auto checkpoint = coordinator_->checkpoints()->OpenCheckpoint("rt", step);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    const uint64_t checkpoint_bytes = (*checkpoint)->info().total_bytes;
+    ASSERT_EQ(parts.size(), 3u) << "step " << step << ": " << absl::StrJoin(parts, " ");
+    EXPECT_EQ(parts[0] + parts[1] + parts[2], checkpoint_bytes) << "step " << step;
+    for (uint64_t bytes : parts) {
+      EXPECT_LT(bytes, checkpoint_bytes * 2 / 5)
+          << "step " << step << ": one member sent " << bytes << " of " << checkpoint_bytes;
+    }
+  }
 }
 
 // `job extend` while the workers run: they learn it at the commit of the old

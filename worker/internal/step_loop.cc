@@ -240,6 +240,8 @@ absl::Status StepLoop::EndStep(uint64_t step, bool agree_before_checkpoint) {
 // the same state). The coordinator accepts a part once every member has
 // ended the step; they do so right after their own step, so retry.
 absl::Status StepLoop::Upload(uint64_t step) {
+  const std::pair<uint64_t, uint64_t> this_part{step, session_->generation()};
+  if (uploaded_ == this_part) return absl::OkStatus();  // accepted already
   Clock* clock = session_->clock();
   const absl::Time give_up = clock->Now() + options_->collective_timeout;
   const auto part = static_cast<uint32_t>(rank_);
@@ -253,6 +255,7 @@ absl::Status StepLoop::Upload(uint64_t step) {
       if (status.ok()) status = (*writer)->Finish().status();
     }
     if (status.ok() || status.code() == absl::StatusCode::kAlreadyExists) {
+      uploaded_ = this_part;
       return absl::OkStatus();
     }
     const bool retry = status.code() == absl::StatusCode::kFailedPrecondition ||

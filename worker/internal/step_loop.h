@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -119,6 +120,9 @@ class StepLoop {
   int world_ = 1;
   bool leave_ = false;
   bool paused_ = false;  // the coordinator said: wait after this step
+  // The (step, generation) whose part the coordinator last accepted: the
+  // last step's part is not sent again by Finish or EndOfEpoch.
+  std::pair<uint64_t, uint64_t> uploaded_{0, 0};
   std::atomic<uint64_t> state_repairs_{0};
 };
 
