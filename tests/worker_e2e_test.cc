@@ -59,18 +59,34 @@ TEST_F(WorkerE2eTest, SigkilledWorkerLeavesSurvivorsIdenticalAndEverySampleCount
   ExpectLedgerCountsEverySampleOnce(60);
 }
 
+// A worker joining mid-run ends with the same model. The run is paused
+// while the joiner starts (however long a loaded machine takes), and
+// resumed once the coordinator lists it: the join is an event the test
+// waits for, not a race between a process start and the last step.
 TEST_F(WorkerE2eTest, JoinerMidRunEndsWithTheSameModel) {
   StartCoordinator(0, 60);
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   for (int i = 0; i < 2; ++i) workers.push_back(StartWorker(i));
-  bool joined = false;
+  bool started = false;
+  std::atomic<bool> resumed{false};
+  std::thread resumer;
   auto digests = Drive(workers, [&](int, const nlohmann::json& line) {
-    if (!joined && line.value("step", 0) >= 5) {
-      workers.push_back(StartWorker(2));
-      joined = true;
-    }
+    if (started || line.value("step", 0) < 5) return;
+    ASSERT_TRUE(admin_->PauseJob(admin_token_, "e2e").ok());
+    workers.push_back(StartWorker(2));
+    started = true;
+    resumer = std::thread([&] {
+      const absl::Time give_up = absl::Now() + absl::Seconds(60);
+      while (absl::Now() < give_up) {
+        auto listed = admin_->ListWorkers("e2e");
+        if (listed.ok() && listed->size() == 3) break;
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+      resumed = admin_->ResumeJob(admin_token_, "e2e").ok();
+    });
   });
-  ASSERT_TRUE(joined);
+  if (resumer.joinable()) resumer.join();
+  ASSERT_TRUE(resumed) << workers.back()->LogTail();
   ExpectExited(workers, {0, 1, 2});
   ASSERT_EQ(digests.size(), 3u);
   EXPECT_EQ(digests[0], digests[1]);
