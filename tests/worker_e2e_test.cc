@@ -75,15 +75,7 @@ TEST_F(WorkerE2eTest, JoinerMidRunEndsWithTheSameModel) {
     ASSERT_TRUE(admin_->PauseJob(admin_token_, "e2e").ok());
     workers.push_back(StartWorker(2));
     started = true;
-    resumer = std::thread([&] {
-      const absl::Time give_up = absl::Now() + absl::Seconds(60);
-      while (absl::Now() < give_up) {
-        auto listed = admin_->ListWorkers("e2e");
-        if (listed.ok() && listed->size() == 3) break;
-        absl::SleepFor(absl::Milliseconds(50));
-      }
-      resumed = admin_->ResumeJob(admin_token_, "e2e").ok();
-    });
+    resumer = ResumeOnceListed(3, &resumed);
   });
   if (resumer.joinable()) resumer.join();
   ASSERT_TRUE(resumed) << workers.back()->LogTail();
@@ -438,8 +430,13 @@ TEST_F(WorkerE2eTest, DilocoRunSurvivesAKilledWorkerWithEverySampleOnce) {
   diloco_inner_steps_ = 4;
   constexpr uint64_t kRounds = 10;
   StartCoordinator(0, kRounds * 4, true, /*min_workers=*/2);
+  // Held until all three have joined, so the group of three trains from the
+  // start, however long one takes to start.
+  ASSERT_TRUE(admin_->PauseJob(admin_token_, "e2e").ok());
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  std::atomic<bool> resumed{false};
+  std::thread resumer = ResumeOnceListed(3, &resumed);
   bool killed = false;
   uint64_t rounds_of_three = 0;
   std::map<int, std::string> shared;
@@ -452,6 +449,8 @@ TEST_F(WorkerE2eTest, DilocoRunSurvivesAKilledWorkerWithEverySampleOnce) {
       killed = true;
     }
   });
+  resumer.join();
+  ASSERT_TRUE(resumed);
   ASSERT_TRUE(killed);
   ExpectExited(workers, {0, 1});
   ASSERT_EQ(shared.count(0), 1u);

@@ -375,6 +375,18 @@ std::vector<pid_t> WorkerE2eFixture::ProcessesOfThisTest(bool ranks_only) const 
   return pids;
 }
 
+std::thread WorkerE2eFixture::ResumeOnceListed(size_t workers, std::atomic<bool>* resumed) {
+  return std::thread([this, workers, resumed] {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < give_up) {
+      auto listed = admin_->ListWorkers("e2e");
+      if (listed.ok() && listed->size() >= workers) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    *resumed = admin_->ResumeJob(admin_token_, "e2e").ok();
+  });
+}
+
 void WorkerE2eFixture::KillProcessesOfThisTest() {
   for (pid_t pid : ProcessesOfThisTest(/*ranks_only=*/false)) kill(pid, SIGKILL);
 }

@@ -7,12 +7,14 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -102,6 +104,9 @@ class WorkerE2eFixture : public ::testing::Test {
   // ranks, which are mpirun's children, not ours), or only the `potluck
   // worker` ones among them (the ranks, not mpirun or the coordinator).
   std::vector<pid_t> ProcessesOfThisTest(bool ranks_only) const;
+  // A thread that resumes the (paused) job once the coordinator lists
+  // `workers` workers (at most 60 s), setting *resumed to whether it did.
+  std::thread ResumeOnceListed(size_t workers, std::atomic<bool>* resumed);
   // SIGKILLs every one of them.
   void KillProcessesOfThisTest();
 
