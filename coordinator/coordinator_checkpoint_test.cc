@@ -371,6 +371,21 @@ TEST_F(CoordinatorTest, SplitUploadPartsMustAgreeOnEveryEntry) {
   EXPECT_TRUE(*agreed);
 }
 
+// A part that is in already is not taken again: the repeat is refused with
+// kAlreadyExists when it begins, before its bytes flow, and the set
+// completes with the others' parts.
+TEST_F(CoordinatorTest, APartSentAgainIsRefusedBeforeItsBytes) {
+  Start({"a", "b"});
+  for (const char* w : {"a", "b"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());
+  ASSERT_TRUE(SendPart(coordinator_.get(), "a", 2, 0, 2, 0, 5).ok());
+  EXPECT_EQ(coordinator_->BeginCheckpointPart("job-1", "a", 2, 0, 2).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  auto last = SendPart(coordinator_.get(), "b", 2, 1, 2, 5, 5);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_TRUE(*last);
+  EXPECT_EQ(coordinator_->GetJob("job-1")->committed_step(), 2u);
+}
+
 TEST_F(CoordinatorTest, SplitUploadPartsOfAnOlderGenerationAreDropped) {
   Start({"a", "b", "c"});
   for (const char* w : {"a", "b", "c"}) ASSERT_TRUE(coordinator_->EndStep("job-1", w, 2).ok());

@@ -228,6 +228,18 @@ absl::StatusOr<std::unique_ptr<CheckpointPartWriter>> Uploads::BeginPart(
         absl::StrCat("checkpoint part ", part, " of ", parts, ": worker ", worker_id, " is rank ",
                      check.rank, " of ", check.world_size, " in generation ", check.generation));
   }
+  {
+    // Refused before any byte flows: a member sending its part again (a
+    // retry, an older worker) would replace what is in with the same bytes.
+    absl::MutexLock lock(&mu_);
+    const auto it = part_sets_.find(job_id);
+    if (it != part_sets_.end() && it->second.step == step &&
+        it->second.generation == check.generation && it->second.parts.size() == parts &&
+        it->second.parts[part] != nullptr) {
+      return absl::AlreadyExistsError(absl::StrCat("checkpoint part ", part, " of step ", step,
+                                                   " is in already; the others are awaited"));
+    }
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<SpooledPart> spooled,
                    StartUpload(job_id, worker_id, step, part));
   return std::make_unique<PartUploadWriter>(
