@@ -5,7 +5,6 @@
 #include <atomic>
 #include <cmath>
 #include <fstream>
-#include <iostream>
 #include <iterator>
 #include <map>
 #include <thread>
