@@ -161,8 +161,13 @@ TEST_F(WorkerE2eTest, RunStoppedAndRestartedEndsBitwiseEqualToAnUninterruptedOne
 void WorkerE2eTest::ResumeAtAnotherWorldSize(uint64_t units, uint64_t checkpoint_every) {
   StartCoordinator(0, diloco_inner_steps_ > 0 ? units * diloco_inner_steps_ : units, true,
                    /*min_workers=*/2);
+  // Held until all three have joined: a slow start cannot leave the group of
+  // three too little time.
+  ASSERT_TRUE(admin_->PauseJob(admin_token_, "e2e").ok());
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   for (int i = 0; i < 3; ++i) workers.push_back(StartWorker(i));
+  std::atomic<bool> resumed{false};
+  std::thread resumer = ResumeOnceListed(3, &resumed);
   uint64_t first_of_three = 0;
   bool killed = false;
   Drive(workers, [&](int, const nlohmann::json& line) {
@@ -177,6 +182,8 @@ void WorkerE2eTest::ResumeAtAnotherWorldSize(uint64_t units, uint64_t checkpoint
       killed = true;
     }
   });
+  resumer.join();
+  ASSERT_TRUE(resumed);
   ASSERT_TRUE(killed) << "no group of three trained long enough";
   uint64_t checkpoint = 0;
   CommittedSequences(&checkpoint);
