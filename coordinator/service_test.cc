@@ -16,6 +16,7 @@
 #include "coordinator/coordinator_test_util.h"
 #include "coordinator/grpc_client.h"
 #include "coordinator/server.h"
+#include "coordinator/tls_test_util.h"
 #include "potluck/v1/coordinator.grpc.pb.h"
 
 namespace potluck {
@@ -496,11 +497,7 @@ class TlsTest : public ServiceTest {
     // client may wrongly trust.
     for (const auto& [key, cert] :
          {std::pair{key_, cert_}, std::pair{(dir_ / "other-key.pem").string(), other_cert_}}) {
-      const std::string command = absl::StrCat(
-          "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
-          key, " -out ", cert, " >/dev/null 2>&1");
-      ASSERT_EQ(std::system(command.c_str()), 0) << command;
+      ASSERT_EQ(testing_util::MakeSelfSignedCertificate(cert, key), "");
     }
     CoordinatorServerOptions options;
     options.tls_cert_file = cert_;

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "coordinator/tls_test_util.h"
 #include "tests/coordinator_process.h"
 #include "tests/run_potluck.h"
 
@@ -143,11 +144,7 @@ TEST_F(CoordinatorCliTest, UnreachableCoordinatorFailsWithExitTwo) {
 
 TEST_F(CoordinatorCliTest, TlsCoordinatorServesTrustingClientsOnly) {
   const std::string cert = dir_ + "/cert.pem", key = dir_ + "/key.pem";
-  ASSERT_EQ(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-                         "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
-                         key + " -out " + cert + " >/dev/null 2>&1")
-                            .c_str()),
-            0);
+  ASSERT_EQ(testing_util::MakeSelfSignedCertificate(cert, key), "");
   CoordinatorProcess coordinator;
   ASSERT_EQ(coordinator.Start(POTLUCK_BINARY, data_dir_, {"--tls-cert", cert, "--tls-key", key}),
             "");

@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 
 #include "coordinator/coordinator.h"
+#include "coordinator/tls_test_util.h"
 
 namespace potluck::testing_util {
 namespace {
@@ -192,11 +193,7 @@ void WorkerE2eFixture::StartCoordinator(int port, uint64_t max_steps, bool open,
 
 std::string WorkerE2eFixture::MakeTlsCertificate(const std::string& name) {
   const std::string cert = absl::StrCat(dir_, "/", name, ".pem");
-  const std::string command = absl::StrCat(
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
-      cert, ".key -out ", cert, " >/dev/null 2>&1");
-  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  EXPECT_EQ(MakeSelfSignedCertificate(cert, cert + ".key"), "");
   return cert;
 }
 

@@ -114,8 +114,8 @@ class WorkerE2eFixture : public ::testing::Test {
   // (made by MakeTlsCertificate), which the admin client and every worker
   // (--tls-ca) trust.
   std::string tls_cert_;
-  // A self-signed certificate and key for localhost and 127.0.0.1, made by
-  // the openssl command line as a user would; returns the certificate's path.
+  // A self-signed certificate (MakeSelfSignedCertificate) in this test's
+  // directory, its key beside it (.key); returns the certificate's path.
   std::string MakeTlsCertificate(const std::string& name);
   uint32_t diloco_inner_steps_ = 0;  // > 0: the job trains in diloco mode
   uint32_t diloco_time_limit_ms_ = 0;

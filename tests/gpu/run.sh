@@ -26,4 +26,4 @@ build/bin/potluck version
 ctest --preset default -L gpu --output-on-failure
 build/tests/common_test --gtest_filter='Gpu.*'
 # Workers with --backend nccl (needs two GPUs; skips with fewer).
-build/tests/worker_e2e_test --gtest_filter='*Nccl*'
+build/tests/backends_e2e_test --gtest_filter='*Nccl*'
